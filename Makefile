@@ -1,0 +1,59 @@
+# ironlb — the two commands a user runs are `make demo` and `make test`.
+# Everything else here is what they are built from.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := iproute2 nftables arping ndisc6 iputils-ping procps psmisc tcpdump
+BENCH_APT_PACKAGES := haproxy nginx-light libnginx-mod-stream wrk iperf3
+
+.PHONY: venv deps sys-deps lint types unit test bench lock clean
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.installed
+
+# System packages the network tests need (root on Debian; skipped if present).
+sys-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+bench-deps:
+	@missing=""; for p in $(BENCH_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+lint: venv
+	$(VENV)/bin/ruff check ironlb tests
+	$(VENV)/bin/ruff format --check ironlb tests
+
+types: venv
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(VENV)/bin/pytest tests/unit
+
+test: venv sys-deps lint types
+	$(VENV)/bin/pytest
+
+bench: venv sys-deps bench-deps
+	$(PY) -m tests.bench.run_all
+
+# Re-resolve the lock file from the ranges in pyproject.toml.
+lock:
+	$(PY) -m pip install -q pip-tools
+	$(VENV)/bin/pip-compile -q --extra dev --strip-extras --no-emit-index-url \
+	  --no-emit-find-links -o requirements.lock pyproject.toml
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

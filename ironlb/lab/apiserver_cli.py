@@ -1,0 +1,16 @@
+"""Command-line adapter for `ironlb ... apiserver` (arguments and start-up only)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    del parser
+
+
+def run(args: argparse.Namespace) -> int:
+    del args
+    print("ironlb apiserver: not available in this build yet", file=sys.stderr)
+    return 2

@@ -1,0 +1,1 @@
+"""``lbctl``: the admin's command line for ironlb address pools and announcements."""
