@@ -1,0 +1,46 @@
+"""Fixtures for the root-only network tests: a fresh namespace lab per test.
+
+``lab``: 2 nodes + 1 backend, a unique prefix, removed after the test (also on
+failure). ``lab_factory(nodes=, backends=)``: build labs of other sizes; all are
+removed after the test. Both skip when not root; mark the tests ``root`` too
+(``pytestmark = pytest.mark.root``) so the suite reports them as skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from ironlb.lab.netlab import Lab
+
+LabFactory = Callable[..., Lab]
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root and network namespaces (CI runs as root)")
+
+
+@pytest.fixture
+def lab_factory() -> Iterator[LabFactory]:
+    _require_root()
+    made: list[Lab] = []
+
+    def make(nodes: int = 2, backends: int = 1) -> Lab:
+        new = Lab(nodes=nodes, backends=backends)
+        made.append(new)
+        new.up()
+        return new
+
+    try:
+        yield make
+    finally:
+        for each in reversed(made):
+            each.down()
+
+
+@pytest.fixture
+def lab(lab_factory: LabFactory) -> Lab:
+    return lab_factory(nodes=2, backends=1)
