@@ -1,0 +1,319 @@
+"""aiohttp request handling: URL parsing, discovery and the verbs.
+
+Translates Kubernetes REST paths (``/api/v1/...``, ``/apis/<group>/<version>/...``)
+into :class:`~ironlb.lab.apiserver.cluster.Cluster` calls and renders the
+results (objects, ``<Kind>List`` bodies, Tables for kubectl, ``Status``
+errors). Writes pass the matching validating webhooks first
+(:mod:`~ironlb.lab.apiserver.admission`); watches are served by
+:mod:`~ironlb.lab.apiserver.watches`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from ironlb.lab.apiserver import errors
+from ironlb.lab.apiserver.admission import CONFIGS, AdmissionCaller, Attributes, matching_webhooks
+from ironlb.lab.apiserver.cluster import Cluster, StaleError, render
+from ironlb.lab.apiserver.openapi import openapi_document, openapi_index
+from ironlb.lab.apiserver.patching import SUPPORTED as PATCH_TYPES
+from ironlb.lab.apiserver.registry import CRDS, ResourceType
+from ironlb.lab.apiserver.selectors import SelectorError, make_filter
+from ironlb.lab.apiserver.tables import crd_columns, table, wants_table
+from ironlb.lab.apiserver.watches import TRUE, WatchStream
+
+log = logging.getLogger(__name__)
+
+VERSION_INFO = {
+    "major": "1",
+    "minor": "32",
+    "gitVersion": "v1.32.0-ironlb-lab",
+    "gitCommit": "0000000000000000000000000000000000000000",
+    "gitTreeState": "clean",
+    "buildDate": "2026-01-01T00:00:00Z",
+    "goVersion": "go1.23",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A resolved resource URL."""
+
+    rtype: ResourceType
+    namespace: str | None  # None: cluster-scoped type, or all namespaces
+    name: str | None
+    subresource: str | None
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=json.dumps(body).encode(), status=status, content_type="application/json"
+    )
+
+
+class ApiHandler:
+    """The one catch-all aiohttp handler of the local API server."""
+
+    def __init__(self, cluster: Cluster, bookmark_interval: float = 30.0) -> None:
+        self.cluster = cluster
+        self.bookmark_interval = bookmark_interval
+        self.admission = AdmissionCaller()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            response = await self._dispatch(request)
+        except errors.ApiError as exc:
+            response = _json(exc.status, exc.code)
+        except SelectorError as exc:
+            response = _json(errors.bad_request(str(exc)).status, 400)
+        except Exception as exc:  # a bug here must still answer like an apiserver
+            log.exception("internal error serving %s %s", request.method, request.path_qs)
+            response = _json(errors.ApiError(500, "InternalError", repr(exc)).status, 500)
+        log.debug("%s %s -> %d", request.method, request.path_qs, response.status)
+        return response
+
+    # --- routing ----------------------------------------------------------------
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.path.rstrip("/") or "/"
+        segments = [s for s in path.split("/") if s]
+        if path in ("/healthz", "/livez", "/readyz"):
+            return web.Response(text="ok")
+        if path == "/version":
+            return _json(VERSION_INFO)
+        if segments[:2] == ["openapi", "v3"]:
+            registry = self.cluster.registry
+            if len(segments) == 2:
+                return _json(openapi_index(registry))
+            document = openapi_document(registry, "/".join(segments[2:]))
+            if document is None:
+                raise errors.path_not_found(path)
+            return _json(document)
+        if segments[:1] == ["api"]:
+            prefix, group, rest = segments[1:2], "", segments[2:]
+        elif segments[:1] == ["apis"]:
+            prefix, group, rest = (
+                segments[2:3],
+                (segments[1] if len(segments) > 1 else ""),
+                (segments[3:]),
+            )
+        else:
+            raise errors.path_not_found(path)
+        registry = self.cluster.registry
+        if request.method != "GET" and not rest:
+            raise errors.method_not_allowed(request.method, path)
+        if segments == ["api"]:
+            return _json(registry.api_versions())
+        if segments == ["apis"]:
+            return _json(registry.api_group_list())
+        if not prefix:
+            found = registry.api_group(group)
+            if found is None:
+                raise errors.path_not_found(path)
+            return _json(found)
+        version = prefix[0]
+        if not rest:
+            resource_list = registry.resource_list(group, version)
+            if resource_list is None:
+                raise errors.path_not_found(path)
+            return _json(resource_list)
+        target = self._resolve(group, version, rest, path)
+        return await self._verb(request, target, path)
+
+    def _resolve(self, group: str, version: str, rest: list[str], path: str) -> Target:
+        registry = self.cluster.registry
+        namespace: str | None = None
+        if len(rest) >= 3 and rest[0] == "namespaces":
+            candidate = registry.lookup(group, version, rest[2])
+            if candidate is not None and candidate.namespaced:
+                namespace, rest = rest[1], rest[2:]
+        rtype = registry.lookup(group, version, rest[0])
+        if rtype is None or len(rest) > 3:
+            raise errors.path_not_found(path)
+        name = rest[1] if len(rest) > 1 else None
+        subresource = rest[2] if len(rest) > 2 else None
+        if rtype.namespaced and namespace is None and name is not None:
+            raise errors.path_not_found(path)
+        if subresource is not None and not (subresource == "status" and rtype.has_status):
+            raise errors.path_not_found(path)
+        return Target(rtype, namespace, name, subresource)
+
+    async def _verb(self, request: web.Request, target: Target, path: str) -> web.StreamResponse:
+        cluster, method = self.cluster, request.method
+        rtype, ns, name = target.rtype, target.namespace, target.name
+        if request.query.get("dryRun"):
+            raise errors.bad_request("dryRun is not supported by the ironlb lab API server")
+        if name is None:
+            if method == "GET":
+                accept = make_filter(
+                    request.query.get("labelSelector"), request.query.get("fieldSelector")
+                )
+                if request.query.get("watch", "").lower() in TRUE:
+                    namespace = ns if rtype.namespaced else None
+                    stream = WatchStream(
+                        self.cluster.store, rtype, accept, self._presenter(request, rtype)
+                    )
+                    return await stream.serve(request, namespace, self.bookmark_interval)
+                items, rv = cluster.list(rtype, ns, accept)
+                if wants_table(request.headers.get("Accept")):
+                    rendered = [render(rtype, item) for item in items]
+                    return _json(self._table(request, rtype, rendered, rv))
+                return _json(self._list_body(rtype, items, rv))
+            if method == "POST" and (ns is not None or not rtype.namespaced):
+                body = await self._body(request)
+                created = await self._admitted(target, "CREATE", body)
+                return _json(render(rtype, created), 201)
+            if method == "DELETE" and (ns is not None or not rtype.namespaced):
+                return await self._delete_collection(request, target)
+            raise errors.method_not_allowed(method, path)
+        if method == "GET":
+            return _json(
+                self._presenter(request, rtype)(render(rtype, cluster.get(rtype, ns, name)))
+            )
+        if method == "PUT":
+            body = await self._body(request)
+            return _json(render(rtype, await self._admitted(target, "UPDATE", body)))
+        if method == "PATCH":
+            content_type = request.headers.get("Content-Type", "")
+            media = content_type.split(";", 1)[0].strip().lower()
+            if media not in PATCH_TYPES:
+                raise errors.unsupported_media_type(media)
+            body = await self._body(request, content_type="application/json")
+            patched = await self._admitted(target, "UPDATE", body, content_type)
+            return _json(render(rtype, patched))
+        if method == "DELETE" and target.subresource is None:
+            options = await self._body(request, allow_empty=True) or {}
+            if not isinstance(options, Mapping):
+                raise errors.bad_request("DeleteOptions must be an object")
+            return _json(render(rtype, cluster.delete(rtype, ns, name, options)))
+        raise errors.method_not_allowed(method, path)
+
+    async def _admitted(
+        self, target: Target, operation: str, body: Any, content_type: str | None = None
+    ) -> dict[str, Any]:
+        """Create/replace/patch after the validating webhooks that match have allowed it.
+
+        The write is refused as stale (and retried, re-reviewed) if the object changed while
+        the webhooks were deciding, so what is stored is always what was reviewed."""
+        cluster, rtype = self.cluster, target.rtype
+        ns = target.namespace if rtype.namespaced else None
+        for _attempt in range(10):
+            expect_rv: str | None = None
+            configs = cluster.store.objects(CONFIGS)
+            if configs:
+                old: dict[str, Any] | None = None
+                if operation == "CREATE":
+                    obj = cluster.preview_create(rtype, ns, body)
+                    name = str(obj["metadata"].get("name") or "")
+                else:
+                    assert target.name is not None
+                    old = cluster.get(rtype, ns, target.name)
+                    expect_rv = old["metadata"]["resourceVersion"]
+                    obj = cluster.preview_update(
+                        rtype,
+                        old,
+                        body=body,
+                        content_type=content_type,
+                        subresource=target.subresource,
+                    )
+                    old, name = render(rtype, old), target.name
+                attrs = Attributes(
+                    operation,
+                    rtype,
+                    ns or "",
+                    name,
+                    target.subresource,
+                    obj,
+                    old,
+                    cluster.namespace_labels(ns or ""),
+                )
+                webhooks = matching_webhooks(configs, attrs)
+                if webhooks:
+                    await self.admission.admit(webhooks, attrs)
+                else:
+                    expect_rv = None
+            try:
+                if operation == "CREATE":
+                    return cluster.create(rtype, ns, body)
+                assert target.name is not None
+                if content_type is None:
+                    return cluster.replace(
+                        rtype, ns, target.name, body, target.subresource, expect_rv
+                    )
+                return cluster.patch(
+                    rtype, ns, target.name, content_type, body, target.subresource, expect_rv
+                )
+            except StaleError:
+                continue
+        raise errors.conflict(rtype.plural, rtype.group, target.name or "")
+
+    def _table(
+        self, request: web.Request, rtype: ResourceType, objects: list[dict[str, Any]], rv: str
+    ) -> dict[str, Any]:
+        crd = self.cluster.store.get(CRDS, "", rtype.crd_name) if rtype.crd_name else None
+        include = request.query.get("includeObject", "Metadata")
+        return table(rtype, objects, rv, crd_columns(crd, rtype.version), include)
+
+    def _presenter(
+        self, request: web.Request, rtype: ResourceType
+    ) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        """Objects as asked for: themselves, or a one-row Table for ``kubectl get``."""
+        if not wants_table(request.headers.get("Accept")):
+            return lambda obj: obj
+        return lambda obj: self._table(
+            request, rtype, [obj], str(obj["metadata"].get("resourceVersion", ""))
+        )
+
+    @staticmethod
+    async def _body(
+        request: web.Request, *, content_type: str | None = None, allow_empty: bool = False
+    ) -> Any:
+        if "protobuf" in request.content_type or "cbor" in request.content_type:
+            raise errors.unsupported_media_type(request.content_type)
+        raw = await request.read()
+        if not raw.strip():
+            if allow_empty:
+                return None
+            raise errors.bad_request("the request body is empty")
+        media = (content_type or request.content_type or "application/json").lower()
+        try:
+            if "yaml" in media and content_type is None:
+                return yaml.safe_load(raw)
+            return json.loads(raw)
+        except (ValueError, yaml.YAMLError) as exc:
+            raise errors.bad_request(f"the request body is not valid JSON/YAML: {exc}") from exc
+
+    @staticmethod
+    def _list_body(rtype: ResourceType, items: list[dict[str, Any]], rv: str) -> dict[str, Any]:
+        return {
+            "kind": rtype.list_kind_name,
+            "apiVersion": rtype.api_version,
+            "metadata": {"resourceVersion": rv},
+            "items": [render(rtype, item) for item in items],
+        }
+
+    async def _delete_collection(self, request: web.Request, target: Target) -> web.Response:
+        accept = make_filter(request.query.get("labelSelector"), request.query.get("fieldSelector"))
+        items, _rv = self.cluster.list(target.rtype, target.namespace, accept)
+        deleted = []
+        for item in items:
+            meta = item["metadata"]
+            try:
+                deleted.append(
+                    self.cluster.delete(target.rtype, meta.get("namespace"), meta["name"])
+                )
+            except errors.ApiError as exc:
+                if exc.code != 404:
+                    raise
+        return _json(
+            self._list_body(target.rtype, deleted, str(self.cluster.store.resource_version))
+        )

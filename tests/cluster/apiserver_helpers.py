@@ -1,0 +1,60 @@
+"""Small helpers shared by the local API server's own tests (CRD bodies, polling)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def widget_crd(
+    *, scope: str = "Namespaced", status: bool = True, group: str = "lab.ironlb.io"
+) -> dict[str, Any]:
+    """A CustomResourceDefinition for ``widgets.<group>`` with versions v1 (storage) and v1beta1."""
+    subresources: dict[str, Any] = {"status": {}} if status else {}
+    schema = {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"widgets.{group}"},
+        "spec": {
+            "group": group,
+            "scope": scope,
+            "names": {
+                "plural": "widgets",
+                "singular": "widget",
+                "kind": "Widget",
+                "shortNames": ["wd"],
+            },
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": schema,
+                    "subresources": subresources,
+                },
+                {
+                    "name": "v1beta1",
+                    "served": True,
+                    "storage": False,
+                    "schema": schema,
+                    "subresources": subresources,
+                },
+            ],
+        },
+    }
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]], *, timeout: float = 30.0, interval: float = 0.05
+) -> T:
+    """Poll ``probe`` until it returns something truthy (hang guard: ``timeout``)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            result = await probe()
+            if result:
+                return result
+            await asyncio.sleep(interval)

@@ -1,0 +1,48 @@
+"""Fixtures for tests that talk to the local Kubernetes API over real HTTP.
+
+- ``apiserver``: a started :class:`LocalApiServer` on a free loopback port in
+  the test's event loop, stopped afterwards.
+- ``kubeconfig``: the path of a kubeconfig for it in ``tmp_path`` (nothing
+  global such as ``KUBECONFIG`` is set).
+- ``api_thread``: the same server on its own loop in a thread, for sync tests
+  (e.g. the ``kubernetes`` client, whose calls block).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from ironlb.lab.apiserver import LocalApiServer, ServerThread, run_in_thread
+
+
+@pytest.fixture
+async def apiserver() -> AsyncIterator[LocalApiServer]:
+    server = LocalApiServer()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+def kubeconfig(apiserver: LocalApiServer, tmp_path: Path) -> Path:
+    path = tmp_path / "kubeconfig"
+    apiserver.write_kubeconfig(path)
+    return path
+
+
+@pytest.fixture
+def api_thread() -> Iterator[ServerThread]:
+    with run_in_thread() as server:
+        yield server
+
+
+@pytest.fixture
+def api_thread_kubeconfig(api_thread: ServerThread, tmp_path: Path) -> Path:
+    path = tmp_path / "kubeconfig"
+    api_thread.write_kubeconfig(path)
+    return path
