@@ -1,16 +1,76 @@
-"""Command-line adapter for `ironlb ... forward` (arguments and start-up only)."""
+"""Command-line adapter for ``ironlb forward`` (arguments and start-up only).
+
+Exit codes: 0 after SIGTERM/SIGINT, 2 for a bad config or bad arguments,
+1 when a listener cannot be bound at start.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    del parser
+    parser.add_argument("--config", "-c", required=True, help="YAML file with listeners")
+    parser.add_argument(
+        "--workers",
+        "-w",
+        type=int,
+        default=0,
+        help="worker processes sharing the listeners (default: one per core)",
+    )
+    parser.add_argument(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        default=None,
+        help="serve Prometheus metrics here, e.g. 127.0.0.1:9100 (default: off)",
+    )
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), default="info"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="only validate the config file and exit"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    del args
-    print("ironlb forward: not available in this build yet", file=sys.stderr)
-    return 2
+    from ironlb.dataplane.config import ConfigError, load_config
+    from ironlb.dataplane.forwarder.logs import setup_logging
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"ironlb forward: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"{args.config}: OK ({len(config.listeners)} listener(s))")
+        return 0
+    if args.workers < 0:
+        print("ironlb forward: --workers must be >= 0", file=sys.stderr)
+        return 2
+    if args.metrics_address is not None:
+        _, sep, port = args.metrics_address.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            bad = args.metrics_address
+            print(
+                f"ironlb forward: --metrics-address must be HOST:PORT, got {bad!r}", file=sys.stderr
+            )
+            return 2
+    setup_logging(args.log_format, args.log_level, process="control")
+
+    import uvloop
+
+    from ironlb.dataplane.forwarder.workers import Supervisor
+
+    workers = args.workers or len(os.sched_getaffinity(0))
+    supervisor = Supervisor(
+        args.config,
+        config,
+        workers,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        metrics_address=args.metrics_address,
+    )
+    return uvloop.run(supervisor.run())

@@ -1,0 +1,439 @@
+"""Parse the ``ironlb forward`` YAML file into typed values (pure: no sockets).
+
+The file is read with PyYAML's *compose* step so every node keeps its line
+number; every error names the file, the line and the field, e.g.::
+
+    lb.yaml:7: listeners[0].port: must be an integer 1-65535, got 'http'
+
+The result converts to the :class:`~ironlb.dataplane.state.DesiredState` the
+forwarder applies, plus per-listener :class:`ListenerOptions` and health-check
+settings. The optional ``announce`` section is validated and exposed as
+:class:`AnnounceConfig` for the ARP/NDP announcer; the forwarder ignores it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+import yaml
+
+from ironlb.dataplane.state import (
+    Backend,
+    DesiredState,
+    IPAddress,
+    ListenerKey,
+    Protocol,
+)
+
+T = TypeVar("T")
+
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_STR_TAG = "tag:yaml.org,2002:str"
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_NULL_TAG = "tag:yaml.org,2002:null"
+
+
+class ConfigError(ValueError):
+    """A bad config file; ``str()`` is ``file:line: field: message``."""
+
+    def __init__(self, source: str, line: int, path: str, message: str) -> None:
+        self.source = source
+        self.line = line
+        self.path = path
+        self.message = message
+        where = f"{source}:{line}: " if line else f"{source}: "
+        super().__init__(f"{where}{path + ': ' if path else ''}{message}")
+
+
+@dataclass(frozen=True)
+class ListenerOptions:
+    """Per-listener tunables (times in seconds)."""
+
+    connect_timeout: float = 5.0
+    idle_timeout: float = 300.0
+    retries: int = 2
+    max_connections: int = 10000
+    udp_session_timeout: float = 30.0
+    udp_max_sessions: int = 10000
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """An active TCP connect check per backend, HAProxy-style rise/fall."""
+
+    interval: float = 2.0
+    timeout: float = 1.0
+    rise: int = 2
+    fall: int = 3
+    port: int | None = None  # check this port instead of the backend's
+
+
+@dataclass(frozen=True)
+class GarpConfig:
+    """When to send gratuitous ARP / unsolicited NA after taking a VIP over."""
+
+    repeat: tuple[float, ...] = (0.0, 0.5, 2.0)
+    refresh: float = 30.0
+
+
+@dataclass(frozen=True)
+class AnnounceConfig:
+    """The optional ``announce`` section (used by the announcer, not the forwarder)."""
+
+    interfaces: tuple[str, ...] = ()
+    garp: GarpConfig = field(default_factory=GarpConfig)
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    """One listener from the file."""
+
+    key: ListenerKey
+    backends: tuple[Backend, ...]
+    options: ListenerOptions
+    health_check: HealthCheck | None
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class ForwardConfig:
+    """A whole parsed file."""
+
+    listeners: tuple[ListenerConfig, ...]
+    announce: AnnounceConfig | None = None
+    source: str = "<config>"
+
+    def options(self) -> dict[ListenerKey, ListenerOptions]:
+        return {lst.key: lst.options for lst in self.listeners}
+
+    def desired_state(
+        self, down: Callable[[ListenerKey, Backend], bool] | None = None
+    ) -> DesiredState:
+        """The state to apply; ``down(key, backend)`` marks backends not ready."""
+        entries = []
+        for lst in self.listeners:
+            backends = lst.backends
+            if down is not None:
+                backends = tuple(replace(b, ready=not down(lst.key, b)) for b in backends)
+            entries.append((lst.key, backends))
+        return DesiredState.build(entries)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class _Ctx:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._constructor = yaml.constructor.SafeConstructor()
+
+    def error(self, node: yaml.Node | None, path: str, message: str) -> ConfigError:
+        line = node.start_mark.line + 1 if node is not None else 0
+        return ConfigError(self.source, line, path, message)
+
+    def scalar(self, node: yaml.Node) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            return _Unprintable("a list" if isinstance(node, yaml.SequenceNode) else "a mapping")
+        return self._constructor.construct_object(node, deep=True)
+
+    def mapping(
+        self, node: yaml.Node, path: str, allowed: Mapping[str, bool]
+    ) -> dict[str, yaml.Node]:
+        """Keys of a mapping node; ``allowed`` maps key -> required."""
+        if not isinstance(node, yaml.MappingNode):
+            raise self.error(node, path, f"must be a mapping, got {self.describe(node)}")
+        out: dict[str, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            key = self.scalar(key_node)
+            kpath = f"{path}.{key}" if path else str(key)
+            if not isinstance(key, str) or key not in allowed:
+                known = ", ".join(sorted(allowed))
+                raise self.error(key_node, kpath, f"unknown field (known: {known})")
+            if key in out:
+                raise self.error(key_node, kpath, "duplicate field")
+            out[key] = value_node
+        for key, required in allowed.items():
+            if required and key not in out:
+                raise self.error(node, f"{path}.{key}" if path else key, "required field missing")
+        return out
+
+    def sequence(self, node: yaml.Node, path: str) -> list[yaml.Node]:
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.error(node, path, f"must be a list, got {self.describe(node)}")
+        return list(node.value)
+
+    def describe(self, node: yaml.Node) -> str:
+        value = self.scalar(node)
+        if isinstance(value, _Unprintable):
+            return str(value)
+        return repr(value)
+
+    def integer(self, node: yaml.Node, path: str, lo: int, hi: int | None = None) -> int:
+        value = self.scalar(node)
+        ok = node.tag == _INT_TAG and isinstance(value, int) and not isinstance(value, bool)
+        if not ok or value < lo or (hi is not None and value > hi):
+            what = f"an integer {lo}-{hi}" if hi is not None else f"an integer >= {lo}"
+            raise self.error(node, path, f"must be {what}, got {self.describe(node)}")
+        return int(value)
+
+    def number(self, node: yaml.Node, path: str, lo: float, *, strict: bool) -> float:
+        value = self.scalar(node)
+        ok = node.tag in (_INT_TAG, _FLOAT_TAG) and isinstance(value, int | float)
+        ok = ok and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or value < lo or (strict and value == lo):
+            what = f"> {lo:g}" if strict else f">= {lo:g}"
+            raise self.error(
+                node, path, f"must be a number of seconds {what}, got {self.describe(node)}"
+            )
+        return float(value)
+
+    def string(self, node: yaml.Node, path: str) -> str:
+        value = self.scalar(node)
+        if node.tag != _STR_TAG or not isinstance(value, str) or not value:
+            raise self.error(node, path, f"must be a non-empty string, got {self.describe(node)}")
+        return value
+
+    def ip(self, node: yaml.Node, path: str) -> IPAddress:
+        text = self.string(node, path)
+        try:
+            return ipaddress.ip_address(text.strip("[]"))
+        except ValueError:
+            raise self.error(
+                node, path, f"must be an IPv4 or IPv6 address (no host names), got {text!r}"
+            ) from None
+
+
+class _Unprintable(str):
+    """Placeholder for a non-scalar node where a scalar was expected."""
+
+
+_TOP = {"listeners": True, "defaults": False, "announce": False}
+_OPTION_FIELDS = {
+    "connect_timeout": False,
+    "idle_timeout": False,
+    "retries": False,
+    "max_connections": False,
+    "session_timeout": False,
+    "max_sessions": False,
+    "health_check": False,
+}
+_LISTENER = {
+    "address": True,
+    "port": True,
+    "protocol": False,
+    "backends": True,
+    "name": False,
+    **_OPTION_FIELDS,
+}
+_HEALTH = {"interval": False, "timeout": False, "rise": False, "fall": False, "port": False}
+
+
+def parse_config(text: str, source: str = "<config>") -> ForwardConfig:
+    """Parse and validate a config; raises :class:`ConfigError`."""
+    ctx = _Ctx(source)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 0
+        raise ConfigError(source, line, "", f"invalid YAML: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, 0, "", f"invalid YAML: {exc}") from None
+    if root is None:
+        raise ConfigError(source, 0, "", "the file is empty; it needs a 'listeners' list")
+    top = ctx.mapping(root, "", _TOP)
+    defaults = ListenerOptions()
+    default_health: HealthCheck | None = None
+    if "defaults" in top:
+        fields = ctx.mapping(top["defaults"], "defaults", _OPTION_FIELDS)
+        defaults, default_health = _options(ctx, fields, "defaults", defaults, None)
+    listeners: list[ListenerConfig] = []
+    seen: dict[ListenerKey, int] = {}
+    items = ctx.sequence(top["listeners"], "listeners")
+    if not items:
+        raise ctx.error(top["listeners"], "listeners", "must list at least one listener")
+    for i, node in enumerate(items):
+        lst = _listener(ctx, node, f"listeners[{i}]", defaults, default_health)
+        if lst.key in seen:
+            raise ctx.error(
+                node,
+                f"listeners[{i}]",
+                f"duplicate listener {lst.key} (also listeners[{seen[lst.key]}])",
+            )
+        seen[lst.key] = i
+        listeners.append(lst)
+    announce = _announce(ctx, top["announce"]) if "announce" in top else None
+    return ForwardConfig(listeners=tuple(listeners), announce=announce, source=source)
+
+
+def load_config(path: str) -> ForwardConfig:
+    """Read and parse a file; unreadable files are a :class:`ConfigError` too."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, 0, "", f"cannot read: {exc}") from None
+    return parse_config(text, path)
+
+
+def _options(
+    ctx: _Ctx,
+    fields: dict[str, yaml.Node],
+    path: str,
+    base: ListenerOptions,
+    health: HealthCheck | None,
+) -> tuple[ListenerOptions, HealthCheck | None]:
+    opts = base
+    if "connect_timeout" in fields:
+        value = ctx.number(fields["connect_timeout"], f"{path}.connect_timeout", 0, strict=True)
+        opts = replace(opts, connect_timeout=value)
+    if "idle_timeout" in fields:
+        value = ctx.number(fields["idle_timeout"], f"{path}.idle_timeout", 0, strict=True)
+        opts = replace(opts, idle_timeout=value)
+    if "retries" in fields:
+        opts = replace(opts, retries=ctx.integer(fields["retries"], f"{path}.retries", 0, 100))
+    if "max_connections" in fields:
+        value_i = ctx.integer(fields["max_connections"], f"{path}.max_connections", 1)
+        opts = replace(opts, max_connections=value_i)
+    if "session_timeout" in fields:
+        value = ctx.number(fields["session_timeout"], f"{path}.session_timeout", 0, strict=True)
+        opts = replace(opts, udp_session_timeout=value)
+    if "max_sessions" in fields:
+        value_i = ctx.integer(fields["max_sessions"], f"{path}.max_sessions", 1)
+        opts = replace(opts, udp_max_sessions=value_i)
+    if "health_check" in fields:
+        health = _health(ctx, fields["health_check"], f"{path}.health_check")
+    return opts, health
+
+
+def _health(ctx: _Ctx, node: yaml.Node, path: str) -> HealthCheck | None:
+    if isinstance(node, yaml.ScalarNode) and node.tag in (_BOOL_TAG, _NULL_TAG):
+        return HealthCheck() if ctx.scalar(node) else None
+    fields = ctx.mapping(node, path, _HEALTH)
+    check = HealthCheck()
+    if "interval" in fields:
+        check = replace(
+            check, interval=ctx.number(fields["interval"], f"{path}.interval", 0, strict=True)
+        )
+    if "timeout" in fields:
+        check = replace(
+            check, timeout=ctx.number(fields["timeout"], f"{path}.timeout", 0, strict=True)
+        )
+    if "rise" in fields:
+        check = replace(check, rise=ctx.integer(fields["rise"], f"{path}.rise", 1, 1000))
+    if "fall" in fields:
+        check = replace(check, fall=ctx.integer(fields["fall"], f"{path}.fall", 1, 1000))
+    if "port" in fields:
+        check = replace(check, port=ctx.integer(fields["port"], f"{path}.port", 1, 65535))
+    return check
+
+
+def _listener(
+    ctx: _Ctx,
+    node: yaml.Node,
+    path: str,
+    defaults: ListenerOptions,
+    default_health: HealthCheck | None,
+) -> ListenerConfig:
+    fields = ctx.mapping(node, path, _LISTENER)
+    vip = ctx.ip(fields["address"], f"{path}.address")
+    port = ctx.integer(fields["port"], f"{path}.port", 1, 65535)
+    protocol: Protocol = "tcp"
+    if "protocol" in fields:
+        pnode = fields["protocol"]
+        value = ctx.scalar(pnode)
+        if value not in ("tcp", "udp"):
+            raise ctx.error(
+                pnode, f"{path}.protocol", f"must be tcp or udp, got {ctx.describe(pnode)}"
+            )
+        protocol = "tcp" if value == "tcp" else "udp"
+    if "name" in fields:
+        ctx.string(fields["name"], f"{path}.name")
+    options, health = _options(ctx, fields, path, defaults, default_health)
+    backends: list[Backend] = []
+    bnodes = ctx.sequence(fields["backends"], f"{path}.backends")
+    if not bnodes:
+        raise ctx.error(fields["backends"], f"{path}.backends", "must list at least one backend")
+    for j, bnode in enumerate(bnodes):
+        backend = _backend(ctx, bnode, f"{path}.backends[{j}]")
+        if backend.address.version != vip.version:
+            raise ctx.error(
+                bnode,
+                f"{path}.backends[{j}]",
+                f"IPv{backend.address.version} backend {backend} for an IPv{vip.version} "
+                "listener address (use the same family)",
+            )
+        if backend in backends:
+            raise ctx.error(bnode, f"{path}.backends[{j}]", f"duplicate backend {backend}")
+        backends.append(backend)
+    return ListenerConfig(
+        key=ListenerKey(vip, protocol, port),
+        backends=tuple(backends),
+        options=options,
+        health_check=health,
+        line=node.start_mark.line + 1,
+    )
+
+
+def _backend(ctx: _Ctx, node: yaml.Node, path: str) -> Backend:
+    if isinstance(node, yaml.MappingNode):
+        fields = ctx.mapping(node, path, {"address": True, "port": True})
+        address = ctx.ip(fields["address"], f"{path}.address")
+        port = ctx.integer(fields["port"], f"{path}.port", 1, 65535)
+        return Backend(address, port)
+    text = ctx.string(node, path)
+    host, sep, port_text = text.rpartition(":")
+    bad = f"must be 'ADDRESS:PORT' ('[v6]:PORT' for IPv6) or {{address, port}}, got {text!r}"
+    if not sep or not host:
+        raise ctx.error(node, path, bad)
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ctx.error(node, path, bad)
+        host = host[1:-1]
+    elif ":" in host:
+        raise ctx.error(node, path, bad)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ctx.error(
+            node, path, f"{host!r} is not an IPv4 or IPv6 address (no host names)"
+        ) from None
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ctx.error(node, path, f"port must be an integer 1-65535, got {port_text!r}")
+    return Backend(address, int(port_text))
+
+
+def _announce(ctx: _Ctx, node: yaml.Node) -> AnnounceConfig:
+    fields = ctx.mapping(node, "announce", {"interfaces": False, "garp": False})
+    interfaces: list[str] = []
+    if "interfaces" in fields:
+        for k, inode in enumerate(ctx.sequence(fields["interfaces"], "announce.interfaces")):
+            name = ctx.string(inode, f"announce.interfaces[{k}]")
+            if (
+                len(name) > 15
+                or "/" in name
+                or name in (".", "..")
+                or any(c.isspace() for c in name)
+            ):
+                raise ctx.error(
+                    inode, f"announce.interfaces[{k}]", f"not a valid interface name: {name!r}"
+                )
+            interfaces.append(name)
+    garp = GarpConfig()
+    if "garp" in fields:
+        gfields = ctx.mapping(fields["garp"], "announce.garp", {"repeat": False, "refresh": False})
+        if "repeat" in gfields:
+            delays = [
+                ctx.number(d, f"announce.garp.repeat[{k}]", 0, strict=False)
+                for k, d in enumerate(ctx.sequence(gfields["repeat"], "announce.garp.repeat"))
+            ]
+            garp = replace(garp, repeat=tuple(delays))
+        if "refresh" in gfields:
+            refresh = ctx.number(gfields["refresh"], "announce.garp.refresh", 0, strict=True)
+            garp = replace(garp, refresh=refresh)
+    return AnnounceConfig(interfaces=tuple(interfaces), garp=garp)

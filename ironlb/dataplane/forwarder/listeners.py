@@ -1,0 +1,157 @@
+"""The forwarder of one event loop: turns a DesiredState into listeners.
+
+:meth:`Forwarder.apply` diffs the new state against what runs:
+
+* a new listener is bound (``SO_REUSEPORT`` so worker processes share it,
+  ``IP_FREEBIND`` so the VIP need not be on the node yet);
+* a listener that is gone stops accepting; its open connections (UDP
+  sessions) live on until they end, then it is dropped;
+* a listener that stays gets its new ready backends (round-robin position
+  kept) and options; open connections to removed backends drain.
+
+Applying an equal state again is a no-op: nothing is rebound or reset. A
+listener that failed to bind is retried on the next :meth:`apply`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import math
+import socket
+from collections.abc import Mapping
+
+from ironlb.dataplane.config import ListenerOptions
+from ironlb.dataplane.forwarder.stats import StatsRegistry
+from ironlb.dataplane.forwarder.tcp import TcpListener
+from ironlb.dataplane.forwarder.udp import UdpListener
+from ironlb.dataplane.state import DesiredState, ListenerKey
+
+log = logging.getLogger("ironlb.forward")
+
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
+IPV6_FREEBIND = 78  # linux/in6.h; not exported by the socket module
+
+Listener = TcpListener | UdpListener
+
+
+def bind_socket(key: ListenerKey) -> socket.socket:
+    """A bound (and for TCP not yet listening) non-blocking socket for ``key``."""
+    family = socket.AF_INET6 if key.vip.version == 6 else socket.AF_INET
+    kind = socket.SOCK_STREAM if key.protocol == "tcp" else socket.SOCK_DGRAM
+    sock = socket.socket(family, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+        sock.setblocking(False)
+        sock.bind((str(key.vip), key.port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class Forwarder:
+    """All listeners of one event loop, driven by :meth:`apply`.
+
+    ``share`` is this forwarder's part of the per-listener limits when several
+    worker processes share the listeners (``max_connections / share``).
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop | None = None,
+        stats: StatsRegistry | None = None,
+        share: int = 1,
+    ) -> None:
+        self.loop = loop or asyncio.get_running_loop()
+        self.stats = stats or StatsRegistry()
+        self.share = max(share, 1)
+        self.listeners: dict[ListenerKey, Listener] = {}
+        self.draining: list[Listener] = []
+        self.state = DesiredState()
+        self.options: dict[ListenerKey, ListenerOptions] = {}
+        self.bind_errors: dict[ListenerKey, str] = {}
+        self._lock = asyncio.Lock()
+
+    def _limit(self, total: int) -> int:
+        return max(1, math.ceil(total / self.share))
+
+    async def apply(
+        self,
+        state: DesiredState,
+        options: Mapping[ListenerKey, ListenerOptions] | None = None,
+    ) -> dict[ListenerKey, str]:
+        """Make the running listeners match ``state``; returns bind errors by listener."""
+        async with self._lock:
+            options = dict(options or {})
+            self.draining = [lst for lst in self.draining if not lst.drained]
+            for key in list(self.listeners):
+                if key not in state.listeners:
+                    self._remove(key)
+            self.bind_errors = {}
+            for key, backends in state.listeners.items():
+                opts = options.get(key) or self.options.get(key) or ListenerOptions()
+                listener = self.listeners.get(key)
+                if listener is None:
+                    listener = await self._add(key, opts)
+                    if listener is None:
+                        continue
+                elif opts != listener.options:
+                    self._set_options(listener, opts)
+                listener.set_backends(backends)
+                self.options[key] = opts
+            self.options = {k: v for k, v in self.options.items() if k in state.listeners}
+            self.state = state
+            return dict(self.bind_errors)
+
+    def _set_options(self, listener: Listener, opts: ListenerOptions) -> None:
+        if isinstance(listener, TcpListener):
+            listener.set_options(opts, self._limit(opts.max_connections))
+        else:
+            listener.set_options(opts, self._limit(opts.udp_max_sessions))
+
+    async def _add(self, key: ListenerKey, opts: ListenerOptions) -> Listener | None:
+        stats = self.stats.listener(str(key))
+        try:
+            sock = bind_socket(key)
+        except OSError as exc:
+            hint = " (is another program using the port?)" if exc.errno == errno.EADDRINUSE else ""
+            self.bind_errors[key] = f"{exc.strerror or exc}{hint}"
+            log.error("listener %s: cannot bind: %s%s", key, exc.strerror or exc, hint)
+            return None
+        listener: Listener
+        if key.protocol == "tcp":
+            listener = TcpListener(self.loop, key, opts, stats, self._limit(opts.max_connections))
+        else:
+            listener = UdpListener(self.loop, key, opts, stats, self._limit(opts.udp_max_sessions))
+        try:
+            await listener.start(sock)
+        except OSError as exc:
+            sock.close()
+            self.bind_errors[key] = str(exc)
+            log.error("listener %s: cannot listen: %s", key, exc)
+            return None
+        self.listeners[key] = listener
+        log.info("listener %s: accepting", key)
+        return listener
+
+    def _remove(self, key: ListenerKey) -> None:
+        listener = self.listeners.pop(key)
+        listener.stop_accepting()
+        if not listener.drained:
+            self.draining.append(listener)
+        log.info("listener %s: removed, open connections drain", key)
+
+    def close(self) -> None:
+        """Stop everything, open connections included."""
+        for listener in [*self.listeners.values(), *self.draining]:
+            listener.close()
+        self.listeners.clear()
+        self.draining.clear()

@@ -1,0 +1,591 @@
+"""TCP forwarding: one listener, its accepted connections and their upstreams.
+
+Each client connection is two ``asyncio.Protocol`` objects that point at each
+other (client side and upstream side); bytes are passed on from
+``data_received`` without copies or tasks. Backpressure: when one side's
+transport buffer fills (``pause_writing``), reading from the other side is
+paused until it drains. Half-close: an EOF from one side becomes
+``write_eof()`` on the other and the connection stays open the other way.
+
+Connecting is optimistic, as HAProxy does it: a non-blocking ``connect()``
+and the transport is made at once; client bytes are written to it (the kernel
+sends them once the handshake completes) and a copy is kept until the
+connection is known to be established. A connect that fails (refused,
+unreachable, timed out) ends that transport before it was established, and
+the attempt moves on to the next backend, replaying the copy. Per connection
+there is no task and no timer: the transport-creating coroutine is stepped
+directly, and connect/idle timeouts use per-listener sweeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from ironlb.dataplane.forwarder.balancer import RoundRobin
+from ironlb.dataplane.forwarder.logs import RateLimitedLog
+from ironlb.dataplane.forwarder.stats import BackendStats, ListenerStats
+
+if TYPE_CHECKING:
+    from ironlb.dataplane.config import ListenerOptions
+    from ironlb.dataplane.state import Backend, ListenerKey
+
+log = logging.getLogger("ironlb.forward.tcp")
+
+_CONNECTING = (0, errno.EINPROGRESS)
+# Idle timeouts are checked this many times per timeout period.
+TICKS = 4
+# After a failed connect a backend is skipped for this long (seconds) while
+# other backends are available: a dead backend costs one failed connect per
+# hold period, not one per connection.
+PASSIVE_HOLD = 2.0
+
+
+class Target:
+    """A backend as the hot path sees it: where to connect, what to count."""
+
+    __slots__ = ("backend", "down_until", "family", "host", "port", "sockaddr", "stats")
+
+    def __init__(self, backend: Backend, stats: BackendStats) -> None:
+        self.backend = backend
+        self.down_until = 0.0
+        self.host = str(backend.address)
+        self.port = backend.port
+        self.family = socket.AF_INET6 if backend.address.version == 6 else socket.AF_INET
+        self.sockaddr = (self.host, self.port)
+        self.stats = stats
+
+
+class TcpListener:
+    """A listening socket of one VIP:port and the connections it accepted.
+
+    Calling the listener makes the protocol for a newly accepted connection.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        key: ListenerKey,
+        options: ListenerOptions,
+        stats: ListenerStats,
+        max_connections: int,
+    ) -> None:
+        self.loop = loop
+        self.key = key
+        self.name = str(key)
+        self.stats = stats
+        self.balancer: RoundRobin[Target] = RoundRobin()
+        self.targets: dict[tuple[str, int], Target] = {}
+        self.conns: set[ClientConnection] = set()
+        self.connecting: set[ClientConnection] = set()
+        self.server: asyncio.AbstractServer | None = None
+        self.options = options
+        self.max_connections = max_connections
+        self.attempts = options.retries + 1
+        self._limit_log = RateLimitedLog(log)
+        self._no_backend_log = RateLimitedLog(log)
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._connect_timer: asyncio.TimerHandle | None = None
+
+    # -- configuration -----------------------------------------------------
+
+    def set_options(self, options: ListenerOptions, max_connections: int) -> None:
+        self.options = options
+        self.max_connections = max_connections
+        self.attempts = options.retries + 1
+        if self.server is not None or self.conns:
+            self._stop_sweeps()
+            self._start_sweeps()
+
+    def set_backends(self, backends: tuple[Backend, ...]) -> None:
+        """Ready backends enter the rotation; others get no new connections."""
+        rotation = []
+        for backend in backends:
+            if not backend.ready:
+                continue
+            tkey = (str(backend.address), backend.port)
+            target = self.targets.get(tkey)
+            if target is None:
+                name = str(backend)
+                target = self.targets[tkey] = Target(backend, self.stats.backend(name))
+            rotation.append(target)
+        self.balancer.update(rotation)
+
+    async def start(self, sock: socket.socket) -> None:
+        self.server = await self.loop.create_server(self, sock=sock, backlog=4096)
+        self._start_sweeps()
+
+    def stop_accepting(self) -> None:
+        """Close the listening socket; open connections continue."""
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+
+    def close(self) -> None:
+        """Stop accepting and close every connection."""
+        self.stop_accepting()
+        self._stop_sweeps()
+        for conn in list(self.conns):
+            conn.abort()
+
+    @property
+    def accepting(self) -> bool:
+        return self.server is not None
+
+    # -- hot path ------------------------------------------------------------
+
+    def __call__(self) -> ClientConnection:
+        return ClientConnection(self)
+
+    def choose(self, tried: list[Target]) -> Target | None:
+        """The next backend in the rotation not tried yet and not held down.
+
+        Held-down backends are used only when nothing else is left.
+        """
+        balancer = self.balancer
+        fallback = None
+        for _ in range(len(balancer.items)):
+            target = balancer.pick()
+            if target is None:
+                return None
+            if target in tried:
+                continue
+            if target.down_until and target.down_until > self.loop.time():
+                fallback = fallback or target
+                continue
+            return target
+        return fallback
+
+    def limit_reached(self) -> None:
+        self.stats.rejected_limit += 1
+        self._limit_log.warning(
+            "listener %s: connection limit %d reached, closing new connections",
+            self.name,
+            self.max_connections,
+        )
+
+    def no_backend(self, tried: int) -> None:
+        self.stats.no_backend += 1
+        if tried:
+            msg = "listener %s: %d backend connect attempt(s) failed, closing the client"
+            self._no_backend_log.warning(msg, self.name, tried)
+        else:
+            self._no_backend_log.warning(
+                "listener %s: no ready backend, closing the client", self.name
+            )
+
+    # -- timeouts ------------------------------------------------------------
+    # Instead of a timer per connection, two periodic sweeps count ticks: a
+    # connection idle (or connecting) for more than TICKS sweeps times out, so
+    # a timeout T fires between T and 1.25 T.
+
+    def _start_sweeps(self) -> None:
+        loop = self.loop
+        opts = self.options
+        self._idle_timer = loop.call_later(max(opts.idle_timeout / TICKS, 0.01), self._sweep_idle)
+        self._connect_timer = loop.call_later(
+            max(opts.connect_timeout / TICKS, 0.01), self._sweep_connecting
+        )
+
+    def _stop_sweeps(self) -> None:
+        for timer in (self._idle_timer, self._connect_timer):
+            if timer is not None:
+                timer.cancel()
+        self._idle_timer = self._connect_timer = None
+
+    def _sweep_idle(self) -> None:
+        for conn in list(self.conns):
+            conn.idle += 1
+            if conn.idle > TICKS:
+                conn.abort()
+        if self.server is None and not self.conns:
+            self._stop_sweeps()  # drained: nothing left to watch
+            return
+        interval = max(self.options.idle_timeout / TICKS, 0.01)
+        self._idle_timer = self.loop.call_later(interval, self._sweep_idle)
+
+    def _sweep_connecting(self) -> None:
+        for conn in list(self.connecting):
+            upstream = conn.upstream
+            if upstream is not None and upstream.check_established():
+                continue
+            conn.ticks += 1
+            if conn.ticks > TICKS:
+                conn.connect_timed_out()
+        interval = max(self.options.connect_timeout / TICKS, 0.01)
+        self._connect_timer = self.loop.call_later(interval, self._sweep_connecting)
+
+    @property
+    def drained(self) -> bool:
+        return self.server is None and not self.conns
+
+
+def _delivered(transport: asyncio.Transport) -> bool:
+    """True when everything written went into the kernel.
+
+    A TCP socket takes bytes only once its handshake has completed (before
+    that, ``send()`` says EAGAIN), so this proves the connect succeeded.
+    """
+    return transport.get_write_buffer_size() == 0 and not transport.is_closing()
+
+
+class ClientConnection(asyncio.Protocol):
+    """The accepted (client) side of a forwarded connection."""
+
+    __slots__ = (
+        "buffer",
+        "closed",
+        "coro",
+        "eof",
+        "idle",
+        "listener",
+        "paused",
+        "ticks",
+        "transport",
+        "tried",
+        "upstream",
+    )
+
+    def __init__(self, listener: TcpListener) -> None:
+        self.listener = listener
+        self.transport: asyncio.Transport | None = None
+        self.upstream: Upstream | None = None
+        # Client bytes not yet known to have reached an established upstream.
+        self.buffer: list[bytes] | None = []
+        self.eof = False
+        self.closed = False
+        self.paused = False
+        self.idle = 0
+        self.ticks = 0
+        self.tried: list[Target] = []
+        self.coro: Coroutine[Any, Any, object] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        listener = self.listener
+        if len(listener.conns) >= listener.max_connections:
+            self.closed = True
+            self.transport.abort()  # type: ignore[union-attr]
+            listener.limit_reached()
+            return
+        listener.conns.add(self)
+        stats = listener.stats
+        stats.accepted += 1
+        stats.active += 1
+        listener.connecting.add(self)
+        self._next_attempt()
+
+    # -- connecting ------------------------------------------------------------
+
+    def _next_attempt(self) -> None:
+        listener = self.listener
+        tried = self.tried
+        while len(tried) < listener.attempts:
+            target = listener.choose(tried)
+            if target is None:
+                break
+            if tried:
+                listener.stats.retries += 1
+            tried.append(target)
+            sock = socket.socket(target.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            err = sock.connect_ex(target.sockaddr)
+            if err not in _CONNECTING:
+                sock.close()
+                self.attempt_failed(target)
+                continue
+            upstream = Upstream(self, target, sock)
+            self.upstream = upstream
+            self.ticks = 0
+            # Makes the transport (connection_made is called soon); the
+            # coroutine is stepped here instead of in a Task of its own.
+            self.coro = listener.loop.create_connection(upstream, sock=sock)
+            self._step(None)
+            return
+        listener.connecting.discard(self)
+        listener.no_backend(len(tried))
+        self.abort()
+
+    def _step(self, _: object) -> None:
+        coro = self.coro
+        if coro is None:
+            return
+        try:
+            future = coro.send(None)
+        except StopIteration:
+            self.coro = None
+        except Exception as exc:  # the transport could not be made
+            self.coro = None
+            upstream = self.upstream
+            log.warning("listener %s: %r", self.listener.name, exc)
+            if upstream is not None and upstream.transport is None:
+                upstream.failed(exc)
+        else:
+            if future is None:  # a bare yield: continue on the next iteration
+                self.listener.loop.call_soon(self._step, None)
+                return
+            future._asyncio_future_blocking = False
+            future.add_done_callback(self._step)
+
+    def attempt_failed(self, target: Target) -> None:
+        target.stats.failed += 1
+        target.down_until = self.listener.loop.time() + PASSIVE_HOLD
+
+    def upstream_failed(self, upstream: Upstream) -> None:
+        """The upstream ended before it was established: try the next backend."""
+        self.attempt_failed(upstream.target)
+        if self.upstream is upstream:
+            self.upstream = None
+        if self.closed:
+            self.listener.connecting.discard(self)
+            self.release()
+            return
+        self._next_attempt()
+
+    def upstream_made(self, upstream: Upstream) -> None:
+        """The upstream transport exists (the handshake may still be running)."""
+        transport = upstream.transport
+        assert transport is not None
+        if self.closed:
+            transport.abort()
+            return
+        buffer = self.buffer
+        if buffer:
+            for chunk in buffer:
+                transport.write(chunk)
+        if self.eof:
+            transport.write_eof()  # sent once the handshake completes
+        if buffer and _delivered(transport):
+            upstream.establish()
+
+    def upstream_established(self, upstream: Upstream) -> None:
+        self.listener.connecting.discard(self)
+        stats = upstream.target.stats
+        stats.connections += 1
+        stats.active += 1
+        if self.buffer:
+            stats.bytes_to_backend += sum(map(len, self.buffer))
+        self.buffer = None
+        if self.paused and not self.closed:
+            self.paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def connect_timed_out(self) -> None:
+        """Called by the listener's sweep: give up on the current attempt."""
+        upstream = self.upstream
+        if upstream is not None:
+            upstream.close(True)  # its connection_lost moves on to the next backend
+
+    # -- forwarding --------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self.idle = 0
+        upstream = self.upstream
+        buffer = self.buffer
+        if buffer is None:  # established: the hot path
+            upstream.transport.write(data)  # type: ignore[union-attr]
+            upstream.target.stats.bytes_to_backend += len(data)  # type: ignore[union-attr]
+            return
+        buffer.append(data)
+        if upstream is not None and upstream.transport is not None:
+            transport = upstream.transport
+            transport.write(data)
+            if _delivered(transport):
+                upstream.establish()
+                return
+        if not self.paused:  # keep at most one chunk in flight until connected
+            self.paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        upstream = self.upstream
+        if upstream is None or upstream.transport is None:
+            return True  # passed on once an upstream exists
+        if upstream.eof and upstream.established:
+            self.close()
+            return False
+        transport = upstream.transport
+        if not transport.is_closing():
+            transport.write_eof()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        listener = self.listener
+        if self in listener.conns:
+            listener.conns.discard(self)
+            listener.stats.active -= 1
+        listener.connecting.discard(self)
+        self.closed = True
+        upstream = self.upstream
+        if upstream is None or upstream.closed:
+            self.release()
+        else:
+            upstream.close(exc is not None or not upstream.established)
+
+    def release(self) -> None:
+        """Both sides are gone: drop the references that form cycles.
+
+        The protocol and transport objects are then freed by reference
+        counting instead of by the cyclic garbage collector.
+        """
+        upstream = self.upstream
+        self.transport = None
+        self.upstream = None
+        self.buffer = None
+        if upstream is not None:
+            upstream.transport = None
+
+    def pause_writing(self) -> None:
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.resume_reading()
+
+    def close(self) -> None:
+        """Close both sides after flushing what is buffered."""
+        if self.transport is not None:
+            self.transport.close()
+        if self.upstream is not None:
+            self.upstream.close(False)
+
+    def abort(self) -> None:
+        """Close both sides at once."""
+        if self.transport is not None:
+            self.transport.abort()
+        if self.upstream is not None:
+            self.upstream.close(True)
+
+
+class Upstream(asyncio.Protocol):
+    """The backend side of a forwarded connection.
+
+    Until it is *established* (the handshake is known to have completed: the
+    kernel took bytes, the backend sent some, or the socket has a peer) an
+    ending means the connect failed, and the client tries the next backend.
+    Calling it returns itself, so it is its own protocol factory.
+    """
+
+    __slots__ = ("client", "closed", "eof", "established", "sock", "target", "transport")
+
+    def __init__(self, client: ClientConnection, target: Target, sock: socket.socket) -> None:
+        self.client = client
+        self.target = target
+        self.sock: socket.socket | None = sock
+        self.transport: asyncio.Transport | None = None
+        self.eof = False
+        self.closed = False
+        self.established = False
+
+    def __call__(self) -> Upstream:
+        return self
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        # Until established, any unsent byte pauses the client and the
+        # drain (``resume_writing``) tells that the handshake completed.
+        self.transport.set_write_buffer_limits(0)  # type: ignore[union-attr]
+        self.client.upstream_made(self)
+
+    def establish(self) -> None:
+        if self.established:
+            return
+        self.established = True
+        self.sock = None
+        if self.transport is not None:
+            self.transport.set_write_buffer_limits()
+        self.client.upstream_established(self)
+
+    def check_established(self) -> bool:
+        """Ask the kernel (used by the connect sweep when no bytes flowed)."""
+        if self.established:
+            return True
+        sock = self.sock
+        if sock is None or self.transport is None:
+            return False
+        try:
+            sock.getpeername()
+        except OSError:
+            return False
+        self.establish()
+        return True
+
+    def failed(self, exc: BaseException) -> None:
+        if not self.closed:
+            self.closed = True
+            self.sock = None
+            self.client.upstream_failed(self)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.established:
+            self.establish()
+        client = self.client
+        client.idle = 0
+        client.transport.write(data)  # type: ignore[union-attr]
+        self.target.stats.bytes_to_client += len(data)
+
+    def eof_received(self) -> bool:
+        if not self.established:
+            self.establish()
+        self.eof = True
+        client = self.client
+        if client.eof:
+            client.close()
+            return False
+        transport = client.transport
+        if transport is not None and not transport.is_closing():
+            transport.write_eof()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.sock = None
+        client = self.client
+        if not self.established:
+            log.debug(
+                "listener %s: %s: connect failed: %r",
+                client.listener.name,
+                self.target.backend,
+                exc,
+            )
+            self.transport = None
+            client.upstream_failed(self)
+            return
+        self.target.stats.active -= 1
+        if client.closed:
+            client.release()
+        elif client.transport is not None:
+            if exc is None:
+                client.transport.close()
+            else:
+                client.transport.abort()
+
+    def pause_writing(self) -> None:
+        self.client.transport.pause_reading()  # type: ignore[union-attr]
+        self.client.paused = True
+
+    def resume_writing(self) -> None:
+        if not self.established:
+            self.establish()  # resumes the client
+            return
+        client = self.client
+        client.paused = False
+        client.transport.resume_reading()  # type: ignore[union-attr]
+
+    def close(self, abort: bool) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        if abort:
+            transport.abort()
+        else:
+            transport.close()

@@ -1,0 +1,233 @@
+"""UDP forwarding: a session per client address with its own upstream socket.
+
+The listener socket is bound to the VIP:port, so replies sent from it carry
+the address the client talked to. Each client address gets a connected
+upstream socket (its source port identifies the session for the backend's
+replies) watched with ``add_reader``. Sessions expire when idle; their number
+is bounded, datagrams from new clients beyond the bound are dropped.
+An ICMP "port unreachable" from the backend ends the session, so the client's
+next datagram goes to the next backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import TYPE_CHECKING, Any
+
+from ironlb.dataplane.forwarder.balancer import RoundRobin
+from ironlb.dataplane.forwarder.logs import RateLimitedLog
+from ironlb.dataplane.forwarder.tcp import Target
+
+if TYPE_CHECKING:
+    from ironlb.dataplane.config import ListenerOptions
+    from ironlb.dataplane.forwarder.stats import ListenerStats
+    from ironlb.dataplane.state import Backend, ListenerKey
+
+log = logging.getLogger("ironlb.forward.udp")
+
+IDLE_TICKS = 4
+MAX_DATAGRAM = 65535
+# Replies read per readiness event before yielding to the loop.
+READ_BATCH = 64
+
+
+class UdpListener(asyncio.DatagramProtocol):
+    """The VIP:port socket and the sessions of its clients."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        key: ListenerKey,
+        options: ListenerOptions,
+        stats: ListenerStats,
+        max_sessions: int,
+    ) -> None:
+        self.loop = loop
+        self.key = key
+        self.name = str(key)
+        self.family = socket.AF_INET6 if key.vip.version == 6 else socket.AF_INET
+        self.stats = stats
+        self.options = options
+        self.max_sessions = max_sessions
+        self.balancer: RoundRobin[Target] = RoundRobin()
+        self.targets: dict[tuple[str, int], Target] = {}
+        self.sessions: dict[Any, UdpSession] = {}
+        self.transport: asyncio.DatagramTransport | None = None
+        self.accepting = False
+        self._full_log = RateLimitedLog(log)
+        self._no_backend_log = RateLimitedLog(log)
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    # -- configuration -----------------------------------------------------
+
+    def set_options(self, options: ListenerOptions, max_sessions: int) -> None:
+        old = self.options.udp_session_timeout
+        self.options = options
+        self.max_sessions = max_sessions
+        if old != options.udp_session_timeout and self._sweeper is not None:
+            self._sweeper.cancel()
+            self._schedule_sweep()
+
+    def set_backends(self, backends: tuple[Backend, ...]) -> None:
+        rotation = []
+        for backend in backends:
+            if not backend.ready:
+                continue
+            tkey = (str(backend.address), backend.port)
+            target = self.targets.get(tkey)
+            if target is None:
+                target = self.targets[tkey] = Target(backend, self.stats.backend(str(backend)))
+            rotation.append(target)
+        self.balancer.update(rotation)
+
+    async def start(self, sock: socket.socket) -> None:
+        await self.loop.create_datagram_endpoint(lambda: self, sock=sock)
+        self.accepting = True
+        self._schedule_sweep()
+
+    def stop_accepting(self) -> None:
+        """No new sessions; the socket stays open for the replies of old ones."""
+        self.accepting = False
+        if not self.sessions:
+            self.close()
+
+    def close(self) -> None:
+        self.accepting = False
+        for session in list(self.sessions.values()):
+            session.close()
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    @property
+    def drained(self) -> bool:
+        return self.transport is None
+
+    # -- protocol ----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        session = self.sessions.get(addr)
+        if session is None:
+            session = self._new_session(addr)
+            if session is None:
+                self.stats.udp_dropped += 1
+                return
+        session.idle = 0
+        try:
+            session.sock.send(data)
+        except BlockingIOError:
+            self.stats.udp_dropped += 1
+            return
+        except OSError:
+            session.target.stats.failed += 1
+            session.close()
+            return
+        session.target.stats.bytes_to_backend += len(data)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("listener %s: %s", self.name, exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+    def _new_session(self, addr: Any) -> UdpSession | None:
+        if not self.accepting:
+            return None
+        if len(self.sessions) >= self.max_sessions:
+            self._full_log.warning(
+                "listener %s: UDP session limit %d reached, dropping datagrams of new clients",
+                self.name,
+                self.max_sessions,
+            )
+            return None
+        target = self.balancer.pick()
+        if target is None:
+            self.stats.no_backend += 1
+            self._no_backend_log.warning(
+                "listener %s: no ready backend, dropping datagram", self.name
+            )
+            return None
+        sock = socket.socket(self.family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.connect((target.host, target.port))
+        except OSError as exc:
+            sock.close()
+            target.stats.failed += 1
+            self._no_backend_log.warning("listener %s: %s: %s", self.name, target.backend, exc)
+            return None
+        session = UdpSession(self, addr, sock, target)
+        self.sessions[addr] = session
+        self.loop.add_reader(sock.fileno(), session.readable)
+        self.stats.udp_sessions_active += 1
+        target.stats.udp_sessions += 1
+        return session
+
+    def reply(self, data: bytes, addr: Any) -> None:
+        transport = self.transport
+        if transport is not None:
+            transport.sendto(data, addr)
+
+    # -- idle sweep ----------------------------------------------------------
+
+    def _schedule_sweep(self) -> None:
+        interval = max(self.options.udp_session_timeout / IDLE_TICKS, 0.01)
+        self._sweeper = self.loop.call_later(interval, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        for session in list(self.sessions.values()):
+            session.idle += 1
+            if session.idle > IDLE_TICKS:
+                session.close()
+        if not self.accepting and not self.sessions:
+            self.close()
+            return
+        if self.transport is not None:
+            self._schedule_sweep()
+
+
+class UdpSession:
+    """One client address and its connected upstream socket."""
+
+    __slots__ = ("addr", "idle", "listener", "sock", "target")
+
+    def __init__(self, listener: UdpListener, addr: Any, sock: socket.socket, target: Target):
+        self.listener = listener
+        self.addr = addr
+        self.sock = sock
+        self.target = target
+        self.idle = 0
+
+    def readable(self) -> None:
+        sock = self.sock
+        listener = self.listener
+        stats = self.target.stats
+        for _ in range(READ_BATCH):
+            try:
+                data = sock.recv(MAX_DATAGRAM)
+            except BlockingIOError:
+                return
+            except OSError:  # ICMP unreachable: let the next datagram pick again
+                stats.failed += 1
+                self.close()
+                return
+            self.idle = 0
+            stats.bytes_to_client += len(data)
+            listener.reply(data, self.addr)
+
+    def close(self) -> None:
+        listener = self.listener
+        if listener.sessions.get(self.addr) is self:
+            del listener.sessions[self.addr]
+            listener.stats.udp_sessions_active -= 1
+            listener.loop.remove_reader(self.sock.fileno())
+            self.sock.close()

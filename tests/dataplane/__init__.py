@@ -1,0 +1,1 @@
+"""Tests of the data plane forwarder (real sockets on loopback)."""

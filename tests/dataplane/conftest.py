@@ -1,0 +1,190 @@
+"""Loopback backends for the forwarder tests.
+
+``Backends`` starts TCP servers that greet with their name (``b0\\n``) and
+then echo, honouring half-close (EOF in -> EOF out after the echo), and UDP
+servers that answer ``name:payload``. Every test gets free ports on
+127.0.0.1 and closes everything it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import uvloop
+
+from ironlb.dataplane.forwarder.listeners import Forwarder
+from ironlb.dataplane.state import Backend, DesiredState, ListenerKey
+
+LOCAL = ipaddress.ip_address("127.0.0.1")
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    # The forwarder runs on uvloop in production; test it there.
+    return {"uvloop": uvloop.new_event_loop}
+
+
+def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, kind) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class NamedEcho(asyncio.Protocol):
+    """Greets with ``name\\n``, echoes, half-closes after the peer does."""
+
+    def __init__(self, name: str, counts: dict[str, int], conns: set[NamedEcho]) -> None:
+        self.name = name
+        self.counts = counts
+        self.conns = conns
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.conns.add(self)
+        self.counts[self.name] = self.counts.get(self.name, 0) + 1
+        self.transport.write(f"{self.name}\n".encode())  # type: ignore[union-attr]
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def eof_received(self) -> bool:
+        self.transport.write_eof()  # type: ignore[union-attr]
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conns.discard(self)
+
+
+class UdpNamed(asyncio.DatagramProtocol):
+    def __init__(self, name: str, peers: set[tuple[str, int]]) -> None:
+        self.name = name
+        self.peers = peers
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.peers.add(addr)
+        self.transport.sendto(self.name.encode() + b":" + data, addr)  # type: ignore[union-attr]
+
+
+class Backends:
+    """Starts named backends on free ports and closes them afterwards."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.udp_peers: dict[str, set[tuple[str, int]]] = {}
+        self.servers: dict[str, asyncio.AbstractServer] = {}
+        self.udp: list[asyncio.DatagramTransport] = []
+        self.conns: set[NamedEcho] = set()
+
+    async def tcp(self, name: str, host: str = "127.0.0.1", port: int = 0) -> Backend:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: NamedEcho(name, self.counts, self.conns), host, port or free_port(host=host)
+        )
+        self.servers[name] = server
+        sockname = server.sockets[0].getsockname()
+        return Backend(ipaddress.ip_address(host), sockname[1])
+
+    async def udp_server(self, name: str, host: str = "127.0.0.1") -> Backend:
+        loop = asyncio.get_running_loop()
+        peers: set[tuple[str, int]] = set()
+        self.udp_peers[name] = peers
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: UdpNamed(name, peers), local_addr=(host, free_port(socket.SOCK_DGRAM, host))
+        )
+        self.udp.append(transport)
+        port = transport.get_extra_info("sockname")[1]
+        return Backend(ipaddress.ip_address(host), port)
+
+    async def stop(self, name: str) -> None:
+        server = self.servers.pop(name)
+        server.close()
+        await server.wait_closed()
+
+    async def close(self) -> None:
+        for server in self.servers.values():
+            server.close()
+        for transport in self.udp:
+            transport.close()
+        for conn in list(self.conns):
+            if conn.transport is not None:
+                conn.transport.abort()
+        self.servers.clear()
+        # Let the transports finish closing before the loop goes away: uvloop
+        # crashes when it frees a transport that is still open with a pending
+        # write_eof() (shutdown request).
+        await asyncio.sleep(0.05)
+
+
+def dead_backend() -> Backend:
+    """A loopback port nobody listens on (connects are refused)."""
+    return Backend(LOCAL, free_port())
+
+
+@pytest.fixture
+async def backends() -> AsyncIterator[Backends]:
+    pool = Backends()
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+async def forwarder() -> AsyncIterator[Forwarder]:
+    fwd = Forwarder(asyncio.get_running_loop())
+    try:
+        yield fwd
+    finally:
+        fwd.close()
+        await asyncio.sleep(0.05)  # see Backends.close()
+
+
+def tcp_key(port: int | None = None, host: str = "127.0.0.1") -> ListenerKey:
+    return ListenerKey(ipaddress.ip_address(host), "tcp", port or free_port(host=host))
+
+
+def udp_key(port: int | None = None, host: str = "127.0.0.1") -> ListenerKey:
+    return ListenerKey(
+        ipaddress.ip_address(host), "udp", port or free_port(socket.SOCK_DGRAM, host)
+    )
+
+
+def state(*entries: tuple[ListenerKey, list[Backend]]) -> DesiredState:
+    return DesiredState.build(entries)
+
+
+async def greet(key: ListenerKey) -> tuple[str, asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect through the forwarder; the backend's name and the stream."""
+    reader, writer = await asyncio.open_connection(str(key.vip), key.port)
+    name = (await asyncio.wait_for(reader.readline(), 10)).decode().strip()
+    return name, reader, writer
+
+
+async def who(key: ListenerKey) -> str:
+    name, _, writer = await greet(key)
+    writer.close()
+    return name
+
+
+@pytest.fixture
+async def loop_errors() -> AsyncIterator[list[dict[str, object]]]:
+    """Errors the event loop would log (unhandled exceptions in callbacks)."""
+    errors: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    old = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    try:
+        yield errors
+    finally:
+        loop.set_exception_handler(old)

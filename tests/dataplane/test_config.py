@@ -1,0 +1,289 @@
+"""Config parsing: a good file becomes typed values; every bad one names file:line: field."""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ironlb.dataplane.config import (
+    ConfigError,
+    GarpConfig,
+    HealthCheck,
+    ListenerOptions,
+    load_config,
+    parse_config,
+)
+from ironlb.dataplane.state import Backend, ListenerKey
+
+ip = ipaddress.ip_address
+
+GOOD = """\
+defaults:
+  connect_timeout: 2
+  health_check: {interval: 1, rise: 3}
+listeners:
+  - address: 127.0.0.1      # the VIP
+    port: 8080
+    protocol: tcp
+    backends: ["127.0.0.1:9001", "127.0.0.1:9002", {address: 127.0.0.1, port: 9003}]
+    max_connections: 100
+  - address: "::1"
+    port: 53
+    protocol: udp
+    backends: ["[::1]:5353"]
+    session_timeout: 10
+    max_sessions: 50
+    health_check: false
+announce:
+  interfaces: [eth0, bond0.100]
+  garp: {repeat: [0, 0.5, 2], refresh: 30}
+"""
+
+
+def test_a_good_file_becomes_state_options_and_announce() -> None:
+    config = parse_config(GOOD, "lb.yaml")
+    tcp = ListenerKey(ip("127.0.0.1"), "tcp", 8080)
+    udp = ListenerKey(ip("::1"), "udp", 53)
+    state = config.desired_state()
+    assert state.listeners == {
+        tcp: tuple(Backend(ip("127.0.0.1"), p) for p in (9001, 9002, 9003)),
+        udp: (Backend(ip("::1"), 5353),),
+    }
+    assert state.vips == frozenset({ip("127.0.0.1"), ip("::1")})
+    options = config.options()
+    assert options[tcp] == ListenerOptions(connect_timeout=2.0, max_connections=100)
+    assert options[udp] == ListenerOptions(
+        connect_timeout=2.0, udp_session_timeout=10.0, udp_max_sessions=50
+    )
+    assert config.listeners[0].health_check == HealthCheck(interval=1.0, rise=3)
+    assert config.listeners[1].health_check is None
+    assert config.announce is not None
+    assert config.announce.interfaces == ("eth0", "bond0.100")
+    assert config.announce.garp == GarpConfig(repeat=(0.0, 0.5, 2.0), refresh=30.0)
+
+
+def test_the_minimal_file_from_the_readme() -> None:
+    config = parse_config(
+        "listeners:\n  - address: 127.0.0.1\n    port: 8080\n    protocol: tcp\n"
+        '    backends: ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"]\n'
+    )
+    assert config.announce is None
+    assert len(config.desired_state().listeners[config.listeners[0].key]) == 3
+
+
+def test_health_verdicts_mark_backends_not_ready() -> None:
+    config = parse_config(GOOD)
+    state = config.desired_state(lambda key, b: b.port == 9002)
+    ready = {b.port: b.ready for b in state.listeners[config.listeners[0].key]}
+    assert ready == {9001: True, 9002: False, 9003: True}
+
+
+BASE = """\
+listeners:
+  - address: 127.0.0.1
+    port: 8080
+    backends: ["127.0.0.1:9001"]
+"""
+
+
+def edit(old: str, new: str) -> str:
+    assert old in BASE
+    return BASE.replace(old, new)
+
+
+BAD = [
+    (
+        edit("port: 8080", "port: http"),
+        3,
+        "listeners[0].port",
+        "must be an integer 1-65535, got 'http'",
+    ),
+    (edit("port: 8080", "port: 70000"), 3, "listeners[0].port", "must be an integer 1-65535"),
+    (edit("port: 8080", "port: 8080.5"), 3, "listeners[0].port", "must be an integer"),
+    (edit("address: 127.0.0.1", "address: web.local"), 2, "listeners[0].address", "no host names"),
+    (edit("address: 127.0.0.1", "address: [1, 2]"), 2, "listeners[0].address", "got a list"),
+    (
+        edit("    port: 8080\n", "    port: 8080\n    protocol: sctp\n"),
+        4,
+        "listeners[0].protocol",
+        "must be tcp or udp, got 'sctp'",
+    ),
+    (
+        edit('"127.0.0.1:9001"', '"127.0.0.1"'),
+        4,
+        "listeners[0].backends[0]",
+        "must be 'ADDRESS:PORT'",
+    ),
+    (
+        edit('"127.0.0.1:9001"', '"127.0.0.1:0"'),
+        4,
+        "listeners[0].backends[0]",
+        "port must be an integer 1-65535",
+    ),
+    (
+        edit('"127.0.0.1:9001"', '"db:9001"'),
+        4,
+        "listeners[0].backends[0]",
+        "'db' is not an IPv4 or IPv6 address",
+    ),
+    (edit('"127.0.0.1:9001"', '"::1:9001"'), 4, "listeners[0].backends[0]", "'[v6]:PORT'"),
+    (
+        edit('"127.0.0.1:9001"', '"[::1]:9001"'),
+        4,
+        "listeners[0].backends[0]",
+        "IPv6 backend [::1]:9001 for an IPv4",
+    ),
+    (
+        edit('"127.0.0.1:9001"', '"127.0.0.1:9001", "127.0.0.1:9001"'),
+        4,
+        "listeners[0].backends[1]",
+        "duplicate backend",
+    ),
+    (edit('["127.0.0.1:9001"]', "[]"), 4, "listeners[0].backends", "at least one backend"),
+    (
+        edit('["127.0.0.1:9001"]', "{address: 127.0.0.1}"),
+        4,
+        "listeners[0].backends",
+        "must be a list",
+    ),
+    (
+        edit('["127.0.0.1:9001"]', "[{address: 127.0.0.1}]"),
+        4,
+        "listeners[0].backends[0].port",
+        "required field missing",
+    ),
+    (
+        edit("    port: 8080\n", "    port: 8080\n    prot: tcp\n"),
+        4,
+        "listeners[0].prot",
+        "unknown field",
+    ),
+    (
+        edit("    port: 8080\n", "    port: 8080\n    port: 8081\n"),
+        4,
+        "listeners[0].port",
+        "duplicate field",
+    ),
+    (edit("    port: 8080\n", ""), 2, "listeners[0].port", "required field missing"),
+    (
+        edit("    port: 8080\n", "    port: 8080\n    connect_timeout: -1\n"),
+        4,
+        "listeners[0].connect_timeout",
+        "must be a number of seconds > 0",
+    ),
+    (
+        edit("    port: 8080\n", "    port: 8080\n    idle_timeout: soon\n"),
+        4,
+        "listeners[0].idle_timeout",
+        "got 'soon'",
+    ),
+    (
+        edit("    port: 8080\n", "    port: 8080\n    max_connections: 0\n"),
+        4,
+        "listeners[0].max_connections",
+        "must be an integer >= 1",
+    ),
+    (
+        edit("    port: 8080\n", "    port: 8080\n    health_check: {rise: 0}\n"),
+        4,
+        "listeners[0].health_check.rise",
+        "must be an integer 1-1000",
+    ),
+    (
+        edit("    port: 8080\n", "    port: 8080\n    health_check: {every: 2}\n"),
+        4,
+        "listeners[0].health_check.every",
+        "unknown field",
+    ),
+    (
+        BASE + BASE.replace("listeners:\n", ""),
+        5,
+        "listeners[1]",
+        "duplicate listener tcp/127.0.0.1:8080 (also listeners[0])",
+    ),
+    (
+        BASE + "announce:\n  interfaces: [eth0, 'has space']\n",
+        6,
+        "announce.interfaces[1]",
+        "not a valid interface name",
+    ),
+    (
+        BASE + "announce:\n  garp: {repeat: [0, -1]}\n",
+        6,
+        "announce.garp.repeat[1]",
+        "must be a number of seconds >= 0",
+    ),
+    (BASE + "announce:\n  garp: {refresh: 0}\n", 6, "announce.garp.refresh", "> 0"),
+    (BASE + "announce:\n  vrrp: true\n", 6, "announce.vrrp", "unknown field"),
+    (BASE + "extra: 1\n", 5, "extra", "unknown field (known: announce, defaults, listeners)"),
+    ("listeners: []\n", 1, "listeners", "at least one listener"),
+    ("listeners: {}\n", 1, "listeners", "must be a list"),
+    ("- just\n- a list\n", 1, "", "must be a mapping"),
+    ("defaults: {retries: 101}\n" + BASE, 1, "defaults.retries", "must be an integer 0-100"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "path", "message"), BAD)
+def test_bad_configs_name_file_line_and_field(
+    text: str, line: int, path: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "lb.yaml")
+    assert err.value.line == line, str(err.value)
+    assert err.value.path == path, str(err.value)
+    assert message in err.value.message, str(err.value)
+    assert str(err.value).startswith(f"lb.yaml:{line}: ")
+
+
+def test_yaml_syntax_errors_have_a_line() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config("listeners:\n  - address: [127.0.0.1\n    port: 1\n", "lb.yaml")
+    assert str(err.value).startswith("lb.yaml:")
+    assert "invalid YAML" in str(err.value)
+    assert err.value.line >= 2
+
+
+def test_empty_and_missing_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="empty"):
+        parse_config("", "lb.yaml")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(str(tmp_path / "nope.yaml"))
+
+
+def test_readme_example_message() -> None:
+    text = textwrap.dedent(
+        """\
+        listeners:
+          - address: 127.0.0.1
+            port: 8080
+            backends: ["127.0.0.1:9001"]
+          - address: 127.0.0.1
+            protocol: tcp
+            port: http
+            backends: ["127.0.0.1:9001"]
+        """
+    )
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "lb.yaml")
+    assert str(err.value) == "lb.yaml:7: listeners[1].port: must be an integer 1-65535, got 'http'"
+
+
+def test_cli_exits_2_with_the_message(tmp_path: Path) -> None:
+    bad = tmp_path / "lb.yaml"
+    bad.write_text(edit("port: 8080", "port: http"))
+    cmd = [sys.executable, "-m", "ironlb.cli", "forward", "--config", str(bad)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert f"{bad}:3: listeners[0].port: must be an integer 1-65535, got 'http'" in proc.stderr
+    good = tmp_path / "good.yaml"
+    good.write_text(BASE)
+    proc = subprocess.run(
+        [*cmd[:-1], str(good), "--check"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "OK (1 listener(s))" in proc.stdout

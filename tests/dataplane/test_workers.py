@@ -1,0 +1,297 @@
+"""``ironlb forward`` as a process: workers, SIGHUP reload, SIGTERM, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import Backends, free_port, who
+from .conftest import tcp_key as make_key
+
+
+def config_text(port: int, backends: list[int], extra: str = "") -> str:
+    listed = ", ".join(f'"127.0.0.1:{p}"' for p in backends)
+    return (
+        f"listeners:\n  - address: 127.0.0.1\n    port: {port}\n    backends: [{listed}]\n{extra}"
+    )
+
+
+class Forward:
+    """A running ``ironlb forward`` with its log file."""
+
+    def __init__(self, tmp: Path, config: str, workers: int = 2) -> None:
+        self.config = tmp / "lb.yaml"
+        self.config.write_text(config)
+        self.log = tmp / "forward.log"
+        self.metrics_port = free_port()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ironlb.cli",
+                "forward",
+                "--config",
+                str(self.config),
+                "--workers",
+                str(workers),
+                "--metrics-address",
+                f"127.0.0.1:{self.metrics_port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("w"),
+        )
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def wait_log(self, needle: str, count: int = 1, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.text().count(needle) >= count:
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{needle!r} not logged; log:\n{self.text()}")
+
+    def workers(self) -> set[int]:
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        pids = {int(p) for p in children.read_text().split()} if children.exists() else set()
+        out = set()
+        for pid in pids:
+            try:
+                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    out.add(pid)
+            except FileNotFoundError:
+                pass
+        return out
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return str(resp.read().decode())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+Start = Callable[..., Forward]
+
+
+@pytest.fixture
+def run_forward(tmp_path: Path) -> Iterator[Start]:
+    """Start ``ironlb forward``; stopped (workers included) when the test ends."""
+    started: list[Forward] = []
+
+    def start(config: str, workers: int = 2) -> Forward:
+        fwd = Forward(tmp_path, config, workers)
+        started.append(fwd)
+        return fwd
+
+    try:
+        yield start
+    finally:
+        for fwd in started:
+            pids = fwd.workers() if fwd.proc.poll() is None else set()
+            fwd.stop()
+            for pid in pids:  # never leave a worker behind
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.split(") ")[1][0] != "Z"
+
+
+async def wait_until(cond: object, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith((name + "{", name + " ")) and all(
+            f'{k}="{v}"' in line for k, v in labels.items()
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_two_workers_reload_on_sighup_and_stop_on_sigterm(
+    backends: Backends, run_forward: Start
+) -> None:
+    b0, b1 = await backends.tcp("b0"), await backends.tcp("b1")
+    key = make_key()
+    fwd = run_forward(config_text(key.port, [b0.port]))
+    await asyncio.to_thread(fwd.wait_log, "ready: all workers are serving")
+    workers = fwd.workers()
+    assert len(workers) == 2
+    assert {await who(key) for _ in range(10)} == {"b0"}
+    # a connection open across the reloads
+    reader, writer = await asyncio.open_connection(str(key.vip), key.port)
+    assert await reader.readline() == b"b0\n"
+
+    fwd.config.write_text(config_text(key.port, [b1.port]))
+    fwd.proc.send_signal(signal.SIGHUP)
+    await asyncio.to_thread(fwd.wait_log, "(changed)")
+    await asyncio.sleep(0.5)  # the workers apply the new state
+    assert {await who(key) for _ in range(10)} == {"b1"}
+
+    fwd.config.write_text(config_text(key.port, [b0.port]).replace("port:", "port: x", 1))
+    fwd.proc.send_signal(signal.SIGHUP)
+    await asyncio.to_thread(fwd.wait_log, "reload failed, keeping the running config")
+    assert f"{fwd.config}:3: listeners[0].port:" in fwd.text()
+    assert {await who(key) for _ in range(6)} == {"b1"}  # the old config still runs
+
+    writer.write(b"survived")
+    assert await asyncio.wait_for(reader.readexactly(8), 10) == b"survived"
+    writer.close()
+
+    await asyncio.sleep(1.5)  # workers push counters once a second
+    text = await asyncio.to_thread(fwd.metrics)
+    listener = str(key)
+    assert metric(text, "ironlb_forward_accepted_connections_total", listener=listener) == 27
+    assert metric(text, "ironlb_forward_workers") == 2
+    assert metric(text, "ironlb_forward_config_reloads_total", result="failed") == 1
+    assert metric(text, "ironlb_forward_backend_up", listener=listener) == 1
+
+    fwd.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(fwd.proc.wait, 20) == 0
+    await wait_until(lambda: not any(alive(p) for p in workers))
+    assert "Traceback" not in fwd.text()
+    assert "stopped" in fwd.text()
+
+
+async def test_workers_die_with_the_parent(backends: Backends, run_forward: Start) -> None:
+    b0 = await backends.tcp("b0")
+    key = make_key()
+    fwd = run_forward(config_text(key.port, [b0.port]))
+    await asyncio.to_thread(fwd.wait_log, "ready: all workers are serving")
+    workers = fwd.workers()
+    fwd.proc.kill()
+    fwd.proc.wait(10)
+    await wait_until(lambda: not any(alive(p) for p in workers))
+
+
+async def test_a_killed_worker_is_restarted(backends: Backends, run_forward: Start) -> None:
+    b0 = await backends.tcp("b0")
+    key = make_key()
+    fwd = run_forward(config_text(key.port, [b0.port]))
+    await asyncio.to_thread(fwd.wait_log, "ready: all workers are serving")
+    victim = min(fwd.workers())
+    os.kill(victim, signal.SIGKILL)
+    await wait_until(lambda: len(fwd.workers() - {victim}) == 2)
+    await asyncio.to_thread(fwd.wait_log, "accepting", count=3)
+    assert "restarting it" in fwd.text()
+    assert {await who(key) for _ in range(6)} == {"b0"}
+
+
+async def test_health_checks_take_a_dead_backend_out(
+    backends: Backends, run_forward: Start
+) -> None:
+    b0 = await backends.tcp("b0")
+    dead = free_port()
+    key = make_key()
+    extra = "    health_check: {interval: 0.1, timeout: 0.5, rise: 1, fall: 1}\n"
+    fwd = run_forward(config_text(key.port, [dead, b0.port], extra), workers=1)
+    await asyncio.to_thread(fwd.wait_log, f"backend 127.0.0.1:{dead} is DOWN")
+    await asyncio.sleep(0.5)
+    assert {await who(key) for _ in range(6)} == {"b0"}
+    await asyncio.sleep(1.2)
+    text = await asyncio.to_thread(fwd.metrics)
+    up = "ironlb_forward_backend_up"
+    assert metric(text, up, backend=f"127.0.0.1:{dead}") == 0
+    assert metric(text, up, backend=str(b0)) == 1
+    assert metric(text, "ironlb_forward_backend_connect_failures_total") == 0
+
+
+async def test_a_port_in_use_fails_the_start(run_forward: Start) -> None:
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        fwd = run_forward(config_text(taken.getsockname()[1], [free_port()]), workers=1)
+        assert await asyncio.to_thread(fwd.proc.wait, 30) == 1
+        assert "cannot bind" in fwd.text()
+    finally:
+        taken.close()
+
+
+GIB = 1024 * 1024 * 1024
+CHUNK = 1024 * 1024
+
+
+def pattern() -> tuple[bytes, list[int]]:
+    """Random data and the offsets of the 1 MiB chunks that make up 1 GiB."""
+    data = os.urandom(4 * CHUNK)
+    return data, [(i * 7919 * 4099) % (3 * CHUNK) for i in range(GIB // CHUNK)]
+
+
+@pytest.mark.slow
+async def test_one_gib_each_way_arrives_intact(run_forward: Start) -> None:
+    data, offsets = pattern()
+    view = memoryview(data)
+    expected = hashlib.sha256()
+    for off in offsets:
+        expected.update(view[off : off + CHUNK])
+    results: dict[str, str] = {}
+
+    async def send(writer: asyncio.StreamWriter) -> None:
+        for off in offsets:
+            writer.write(view[off : off + CHUNK])
+            await writer.drain()
+        writer.write_eof()
+
+    async def receive(reader: asyncio.StreamReader, who: str) -> None:
+        digest = hashlib.sha256()
+        while chunk := await reader.read(4 * CHUNK):
+            digest.update(chunk)
+        results[who] = digest.hexdigest()
+
+    backend_done = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.gather(send(writer), receive(reader, "backend"))
+        writer.close()
+        backend_done.set()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        key = make_key()
+        fwd = run_forward(config_text(key.port, [server.sockets[0].getsockname()[1]]), workers=1)
+        await asyncio.to_thread(fwd.wait_log, "ready: all workers are serving")
+        reader, writer = await asyncio.open_connection(str(key.vip), key.port)
+        await asyncio.wait_for(asyncio.gather(send(writer), receive(reader, "client")), 240)
+        await asyncio.wait_for(backend_done.wait(), 60)
+        writer.close()
+    finally:
+        server.close()
+    assert results == {"backend": expected.hexdigest(), "client": expected.hexdigest()}
