@@ -268,6 +268,9 @@ def parse_config(text: str, source: str = "<config>") -> ForwardConfig:
         seen[lst.key] = i
         listeners.append(lst)
     announce = _announce(ctx, top["announce"]) if "announce" in top else None
+    if announce is not None:
+        for i, node in enumerate(items):
+            _check_announceable(ctx, node, f"listeners[{i}]", listeners[i].key.vip)
     return ForwardConfig(listeners=tuple(listeners), announce=announce, source=source)
 
 
@@ -437,3 +440,19 @@ def _announce(ctx: _Ctx, node: yaml.Node) -> AnnounceConfig:
             refresh = ctx.number(gfields["refresh"], "announce.garp.refresh", 0, strict=True)
             garp = replace(garp, refresh=refresh)
     return AnnounceConfig(interfaces=tuple(interfaces), garp=garp)
+
+
+def _check_announceable(ctx: _Ctx, node: yaml.Node, path: str, vip: IPAddress) -> None:
+    """With ``announce``, every listener address is a VIP owned on the LAN."""
+    if vip.is_loopback or vip.is_unspecified or vip.is_multicast or vip.is_link_local:
+        where = node
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if key_node.value == "address":
+                    where = value_node
+        raise ctx.error(
+            where,
+            f"{path}.address",
+            f"{vip} cannot be announced on the LAN (loopback, unspecified, multicast and "
+            "link-local addresses need no 'announce')",
+        )

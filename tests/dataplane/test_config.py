@@ -39,10 +39,18 @@ listeners:
     session_timeout: 10
     max_sessions: 50
     health_check: false
+"""
+
+ANNOUNCE = """\
 announce:
   interfaces: [eth0, bond0.100]
   garp: {repeat: [0, 0.5, 2], refresh: 30}
 """
+
+# Announced listener addresses must be LAN addresses, not loopback.
+GOOD_ANNOUNCED = (
+    GOOD.replace("127.0.0.1", "198.18.0.200").replace("::1", "fd00:198:18::200") + ANNOUNCE
+)
 
 
 def test_a_good_file_becomes_state_options_and_announce() -> None:
@@ -62,9 +70,11 @@ def test_a_good_file_becomes_state_options_and_announce() -> None:
     )
     assert config.listeners[0].health_check == HealthCheck(interval=1.0, rise=3)
     assert config.listeners[1].health_check is None
-    assert config.announce is not None
-    assert config.announce.interfaces == ("eth0", "bond0.100")
-    assert config.announce.garp == GarpConfig(repeat=(0.0, 0.5, 2.0), refresh=30.0)
+    assert config.announce is None
+    announced = parse_config(GOOD_ANNOUNCED, "lb.yaml")
+    assert announced.announce is not None
+    assert announced.announce.interfaces == ("eth0", "bond0.100")
+    assert announced.announce.garp == GarpConfig(repeat=(0.0, 0.5, 2.0), refresh=30.0)
 
 
 def test_the_minimal_file_from_the_readme() -> None:

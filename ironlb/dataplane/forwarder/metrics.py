@@ -135,9 +135,15 @@ class ForwarderCollector(Collector):
         yield reloads
 
 
-def serve_metrics(address: str, collector: Collector) -> None:
-    """Serve ``/metrics`` on ``HOST:PORT`` from a background thread."""
+def serve_metrics(
+    address: str, collector: Collector, registry: CollectorRegistry | None = None
+) -> None:
+    """Serve ``/metrics`` on ``HOST:PORT`` from a background thread.
+
+    ``registry`` may already hold other collectors (the announcer's).
+    """
     host, _, port = address.rpartition(":")
-    registry = CollectorRegistry(auto_describe=False)
+    if registry is None:
+        registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=registry)

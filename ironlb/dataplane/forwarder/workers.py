@@ -11,6 +11,10 @@ connections over the workers' ``SO_REUSEPORT`` sockets.
 * SIGTERM/SIGINT on the parent stops the workers and exits 0.
 * Workers die with the parent (``PR_SET_PDEATHSIG`` plus pipe EOF), and a
   worker that dies is restarted.
+* With an ``announce`` section the parent owns the listener addresses on the
+  LAN once every worker is serving (bound on ``lo``, ARP/NDP answered; see
+  :mod:`ironlb.dataplane.vip_announcement`), follows them on reload and
+  releases them first on shutdown.
 * Workers send counter snapshots once a second; the parent serves the sum on
   ``--metrics-address``.
 """
@@ -27,7 +31,9 @@ import os
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry
 
 from ironlb.dataplane.config import (
     ConfigError,
@@ -39,6 +45,9 @@ from ironlb.dataplane.forwarder.healthcheck import HealthChecker
 from ironlb.dataplane.forwarder.logs import setup_logging
 from ironlb.dataplane.forwarder.stats import Snapshot, add_snapshots, retire
 from ironlb.dataplane.state import DesiredState, ListenerKey
+
+if TYPE_CHECKING:
+    from ironlb.dataplane.vip_announcement import VipAnnouncement
 
 log = logging.getLogger("ironlb.forward")
 
@@ -179,6 +188,10 @@ class Supervisor:
         self._started = asyncio.Event()
         self._health: HealthChecker | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._announcement: VipAnnouncement | None = None
+        self._announce_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Future[bool]] = set()
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -214,6 +227,9 @@ class Supervisor:
                 self._stop.set()
             else:
                 log.info("ready: all workers are serving")
+                if not await self._sync_announcement():
+                    code = 1
+                    self._stop.set()
         await stopped
         started.cancel()
         await self._shutdown()
@@ -221,6 +237,11 @@ class Supervisor:
 
     async def _shutdown(self) -> None:
         self._stopping = True
+        async with self._announce_lock:
+            if self._announcement is not None:
+                # Tell the LAN first, so no client is sent to a closing listener.
+                await self._announcement.stop()
+                self._announcement = None
         if self._health is not None:
             self._health.stop()
         for worker in self.workers.values():
@@ -348,6 +369,41 @@ class Supervisor:
             for worker in self.workers.values():
                 self._send(worker)
         log.info("reloaded %s (%s)", self.config_path, "changed" if changed else "unchanged")
+        if changed and self._started.is_set():
+            task = asyncio.ensure_future(self._sync_announcement())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    # -- announcing ------------------------------------------------------------
+
+    async def _sync_announcement(self) -> bool:
+        """Own (bind on lo and answer ARP/NDP for) the listener addresses when
+        the config has an ``announce`` section; drop them when it has none."""
+        async with self._announce_lock:
+            if self._stopping:
+                return True
+            wanted = self.config.announce
+            current = self._announcement
+            if current is not None and (wanted is None or wanted != current.config):
+                await current.stop()
+                self._announcement = current = None
+            if wanted is None:
+                return True
+            vips = frozenset(lst.key.vip for lst in self.config.listeners)
+            try:
+                if current is None:
+                    from ironlb.dataplane.vip_announcement import VipAnnouncement
+
+                    current = VipAnnouncement(wanted, registry=self.registry)
+                    await current.start(vips)
+                    self._announcement = current
+                else:
+                    await current.update(vips)
+            except (OSError, RuntimeError) as exc:
+                log.error("cannot announce %s: %s", sorted(map(str, vips)), exc)
+                return False
+            log.info("announcing VIPs %s", ", ".join(sorted(map(str, vips))))
+            return True
 
     # -- metrics ---------------------------------------------------------------
 
@@ -373,5 +429,5 @@ class Supervisor:
             lambda: sum(1 for w in self.workers.values() if w.process.is_alive()),
             lambda: dict(self.reloads),
         )
-        serve_metrics(address, collector)
+        serve_metrics(address, collector, self.registry)
         log.info("metrics on http://%s/metrics", address)
