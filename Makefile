@@ -47,7 +47,7 @@ test: venv sys-deps lint types
 	$(VENV)/bin/pytest
 
 bench: venv sys-deps bench-deps
-	$(PY) -m tests.bench.run_all
+	$(PY) -m tests.bench.run_all $(BENCH_ARGS)
 
 # Re-resolve the lock file from the ranges in pyproject.toml.
 lock:

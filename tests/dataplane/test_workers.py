@@ -220,6 +220,7 @@ async def test_health_checks_take_a_dead_backend_out(
     key = make_key()
     extra = "    health_check: {interval: 0.1, timeout: 0.5, rise: 1, fall: 1}\n"
     fwd = run_forward(config_text(key.port, [dead, b0.port], extra), workers=1)
+    await asyncio.to_thread(fwd.wait_log, "ready: all workers are serving")
     await asyncio.to_thread(fwd.wait_log, f"backend 127.0.0.1:{dead} is DOWN")
     await asyncio.sleep(0.5)
     assert {await who(key) for _ in range(6)} == {"b0"}
