@@ -7,7 +7,9 @@ number; every error names the file, the line and the field, e.g.::
 
 The result converts to the :class:`~ironlb.dataplane.state.DesiredState` the
 forwarder applies, plus per-listener :class:`ListenerOptions` and health-check
-settings. The optional ``announce`` section is validated and exposed as
+settings. A listener's ``mode`` (``proxy``, the default, or ``nftables``;
+also settable for all listeners under ``defaults``) picks the userspace proxy
+or the kernel fast path. The optional ``announce`` section is validated and exposed as
 :class:`AnnounceConfig` for the ARP/NDP announcer; the forwarder ignores it.
 """
 
@@ -17,7 +19,7 @@ import ipaddress
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -30,6 +32,8 @@ from ironlb.dataplane.state import (
 )
 
 T = TypeVar("T")
+Mode = Literal["proxy", "nftables"]
+MODES: tuple[Mode, ...] = ("proxy", "nftables")
 
 _INT_TAG = "tag:yaml.org,2002:int"
 _FLOAT_TAG = "tag:yaml.org,2002:float"
@@ -52,8 +56,14 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ListenerOptions:
-    """Per-listener tunables (times in seconds)."""
+    """Per-listener tunables (times in seconds).
 
+    ``mode`` picks who forwards: ``proxy`` (the userspace workers) or
+    ``nftables`` (kernel DNAT, :mod:`ironlb.dataplane.fastpath`; the proxy
+    tunables do not apply to it).
+    """
+
+    mode: Mode = "proxy"
     connect_timeout: float = 5.0
     idle_timeout: float = 300.0
     retries: int = 2
@@ -107,6 +117,10 @@ class ForwardConfig:
     listeners: tuple[ListenerConfig, ...]
     announce: AnnounceConfig | None = None
     source: str = "<config>"
+
+    def mode_keys(self, mode: Mode) -> frozenset[ListenerKey]:
+        """The listeners forwarded by ``mode``."""
+        return frozenset(lst.key for lst in self.listeners if lst.options.mode == mode)
 
     def options(self) -> dict[ListenerKey, ListenerOptions]:
         return {lst.key: lst.options for lst in self.listeners}
@@ -214,6 +228,7 @@ class _Unprintable(str):
 
 _TOP = {"listeners": True, "defaults": False, "announce": False}
 _OPTION_FIELDS = {
+    "mode": False,
     "connect_timeout": False,
     "idle_timeout": False,
     "retries": False,
@@ -292,6 +307,14 @@ def _options(
     health: HealthCheck | None,
 ) -> tuple[ListenerOptions, HealthCheck | None]:
     opts = base
+    if "mode" in fields:
+        mnode = fields["mode"]
+        mode = ctx.scalar(mnode)
+        if mode not in MODES:
+            raise ctx.error(
+                mnode, f"{path}.mode", f"must be proxy or nftables, got {ctx.describe(mnode)}"
+            )
+        opts = replace(opts, mode="nftables" if mode == "nftables" else "proxy")
     if "connect_timeout" in fields:
         value = ctx.number(fields["connect_timeout"], f"{path}.connect_timeout", 0, strict=True)
         opts = replace(opts, connect_timeout=value)

@@ -17,6 +17,11 @@ connections over the workers' ``SO_REUSEPORT`` sockets.
   releases them first on shutdown.
 * Workers send counter snapshots once a second; the parent serves the sum on
   ``--metrics-address``.
+* Listeners with ``mode: nftables`` are not given to the workers: the parent
+  renders them as the kernel fast-path table (:mod:`ironlb.dataplane.fastpath`),
+  replaces it atomically on every state change (health verdicts, reloads) and
+  removes it on shutdown. A table that cannot be applied at start is exit code 1;
+  later, the error is logged and the previous table keeps serving.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from ironlb.dataplane.config import (
     ConfigError,
     ForwardConfig,
     ListenerOptions,
+    Mode,
     load_config,
 )
 from ironlb.dataplane.forwarder.healthcheck import HealthChecker
@@ -135,6 +141,10 @@ async def _worker(conn: multiprocessing.connection.Connection, share: int) -> No
     # Start-up objects (modules, config) never become garbage: keep the
     # cyclic collector from traversing them again and again.
     gc.freeze()
+    # Connections free their objects by reference counting (tcp.py breaks the
+    # cycles on close), so young-generation collections every 700 allocations
+    # would only re-scan live connections: collect far less often.
+    gc.set_threshold(20_000, 20, 20)
     try:
         await stop.wait()
     finally:
@@ -192,6 +202,7 @@ class Supervisor:
         self._announcement: VipAnnouncement | None = None
         self._announce_lock = asyncio.Lock()
         self._tasks: set[asyncio.Future[bool]] = set()
+        self._fastpath: DesiredState | None = None  # the table in the kernel, if any
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -205,20 +216,24 @@ class Supervisor:
             self._serve_metrics(self.metrics_address)
         self._health.update(self._checks())
         self.state = self._desired()
-        for index in range(self.count):
-            self._spawn(index)
-        self._push()
+        fastpath_ok = self._apply_fastpath()
+        if fastpath_ok:
+            for index in range(self.count):
+                self._spawn(index)
+            self._push()
+        else:
+            self._stop.set()
         log.info(
             "ironlb forward: %d listener(s), %d worker(s), config %s",
             len(self.config.listeners),
             self.count,
             self.config_path,
         )
-        code = 0
+        code = 0 if fastpath_ok else 1
         started = asyncio.ensure_future(self._started.wait())
         stopped = asyncio.ensure_future(self._stop.wait())
         await asyncio.wait({started, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if self._started.is_set():
+        if self._started.is_set() and fastpath_ok:
             errors = {k: v for w in self.workers.values() for k, v in w.errors.items()}
             if errors:
                 for key, err in sorted(errors.items()):
@@ -244,6 +259,7 @@ class Supervisor:
                 self._announcement = None
         if self._health is not None:
             self._health.stop()
+        self._remove_fastpath()
         for worker in self.workers.values():
             self._unwatch(worker)
             if worker.process.is_alive():
@@ -339,13 +355,66 @@ class Supervisor:
             return
         self.state = state
         self.generation += 1
+        self._apply_fastpath()
         for worker in self.workers.values():
             self._send(worker)
+
+    def _only(self, mode: Mode) -> DesiredState:
+        """The part of the current state forwarded by ``mode``."""
+        keys = self.config.mode_keys(mode)
+        return DesiredState.build(
+            (key, backends) for key, backends in self.state.listeners.items() if key in keys
+        )
+
+    def _apply_fastpath(self) -> bool:
+        """Bring the kernel table in line with the ``nftables`` listeners."""
+        from ironlb.dataplane.fastpath.nftables import NftError, apply_state, forwarding_off
+
+        wanted = self._only("nftables")
+        if not wanted.listeners:
+            return self._remove_fastpath()
+        if wanted == self._fastpath:
+            return True
+        try:
+            apply_state(wanted)
+        except (NftError, ValueError) as exc:
+            log.error("fast path: cannot apply the nftables table: %s", exc)
+            return False
+        if self._fastpath is None:
+            for key in forwarding_off(wanted):
+                log.warning(
+                    "fast path: %s is 0: clients on other hosts cannot reach the backends "
+                    "(set it to 1)",
+                    key,
+                )
+        self._fastpath = wanted
+        ready = sum(b.ready for backends in wanted.listeners.values() for b in backends)
+        log.info(
+            "fast path: table inet ironlb applied (%d listener(s), %d ready backend(s))",
+            len(wanted.listeners),
+            ready,
+        )
+        return True
+
+    def _remove_fastpath(self) -> bool:
+        if self._fastpath is None:
+            return True
+        from ironlb.dataplane.fastpath.nftables import NftError, remove_table
+
+        try:
+            remove_table()
+        except NftError as exc:
+            log.error("fast path: cannot remove the nftables table: %s", exc)
+            return False
+        self._fastpath = None
+        log.info("fast path: table inet ironlb removed")
+        return True
 
     def _send(self, worker: _Worker) -> None:
         options: Mapping[ListenerKey, ListenerOptions] = self.config.options()
         try:
-            worker.conn.send(("apply", self.generation, self.state, dict(options)))
+            state = self._only("proxy")
+            worker.conn.send(("apply", self.generation, state, dict(options)))
         except OSError as exc:
             log.error("worker %d: cannot send the state: %s", worker.index, exc)
 
@@ -366,6 +435,7 @@ class Supervisor:
         if options_changed:
             self.generation += 1
             self.state = self._desired()
+            self._apply_fastpath()
             for worker in self.workers.values():
                 self._send(worker)
         log.info("reloaded %s (%s)", self.config_path, "changed" if changed else "unchanged")
