@@ -36,6 +36,7 @@ BENCHMARKS: list[tuple[str, str | None, list[str], list[str]]] = [
         ["--services", "1000"],
     ),
     ("tests.bench.forwarder_bench", None, [], ["--quick"]),
+    ("tests.bench.fastpath_bench", None, [], ["--quick"]),
 ]
 
 
