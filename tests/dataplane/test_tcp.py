@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import os
 import socket
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from ironlb.dataplane.config import ListenerOptions
 from ironlb.dataplane.forwarder.listeners import Forwarder
 from ironlb.dataplane.forwarder.tcp import TcpListener
-from ironlb.dataplane.state import Backend
+from ironlb.dataplane.state import Backend, ListenerKey
 
 from .conftest import Backends, dead_backend, free_port, greet, state, tcp_key, who
 
@@ -328,3 +329,58 @@ async def test_byte_counters_cover_both_directions(
     stats = forwarder.stats.listeners[str(key)].backends[str(backend)]
     assert (stats.bytes_to_backend, stats.bytes_to_client) == (5000, 5003)
     assert (stats.connections, stats.active) == (1, 0)
+
+
+def open_descriptors() -> dict[str, int]:
+    """This process's open descriptors by kind (``socket``, ``anon_inode``, ...)."""
+    kinds: dict[str, int] = {}
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(FileNotFoundError):  # the listing's own descriptor
+            kind = os.readlink(f"/proc/self/fd/{fd}").split(":")[0]
+            kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
+
+
+async def close_backend_sides(backends: Backends) -> None:
+    """Close the test backends' ends, which stay open half-closed; the proxy closes its own."""
+    await asyncio.sleep(0.2)
+    for conn in list(backends.conns):
+        if conn.transport is not None:
+            conn.transport.close()
+    await asyncio.sleep(0.2)
+
+
+async def exchange(key: ListenerKey, data: bytes) -> bytes:
+    """Send ``data`` and EOF through the forwarder; all the backend answered until its EOF."""
+    reader, writer = await asyncio.open_connection(str(key.vip), key.port)
+    writer.write(data)
+    writer.write_eof()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    await writer.wait_closed()
+    return answer
+
+
+async def test_upstream_descriptors_are_closed_once_and_not_leaked(
+    forwarder: Forwarder, backends: Backends, loop_errors: list[dict[str, object]]
+) -> None:
+    """Upstream sockets are handed to uvloop as bare descriptors: none may leak.
+
+    Failed connects (a refused one ends its transport) and established ones
+    both return the process to its descriptor count; a descriptor closed twice
+    would break a later connection that got the same number.
+    """
+    key = tcp_key()
+    pool = [dead_backend(), await backends.tcp("b0")]
+    await forwarder.apply(state((key, pool)))
+    assert await exchange(key, b"x") == b"b0\nx"  # warm-up: loop resources exist
+    await close_backend_sides(backends)
+    before = open_descriptors()
+    for round_ in range(3):
+        for target in forwarder.listeners[key].targets.values():
+            target.down_until = 0.0  # let every round try the dead backend again
+        answers = await asyncio.gather(*(exchange(key, b"%d" % i) for i in range(50)))
+        assert answers == [b"b0\n%d" % i for i in range(50)], round_
+    await close_backend_sides(backends)
+    assert open_descriptors() == before
+    assert not loop_errors

@@ -19,6 +19,7 @@ directly, and connect/idle timeouts use per-listener sweeps.
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import errno
 import logging
@@ -43,6 +44,39 @@ TICKS = 4
 # other backends are available: a dead backend costs one failed connect per
 # hold period, not one per connection.
 PASSIVE_HOLD = 2.0
+
+
+class _UpstreamSocket(_socket.socket):
+    """A bare socket for ``create_connection(sock=...)``, cheaper than ``socket.socket``.
+
+    uvloop asks for its descriptor once, to hand it to libuv, which owns it
+    from then on and closes it with the transport: ``fileno`` therefore lets
+    go of it, so the object can never close it a second time. (A Python
+    socket that still held it did: uvloop attaches the socket object to the
+    transport only after the connection callback, and on a transport that
+    had already failed and closed by then nobody detaches it, so freeing it
+    closed the descriptor number again, by then maybe another connection's,
+    and libuv aborted the worker.) ``setblocking`` is a no-op (the socket is
+    made non-blocking, so uvloop's call would be one wasted ``ioctl``) and
+    ``close`` closes nothing once handed over. The C type also spares the
+    Python-level ``socket.socket`` constructor and the enum ``family``/``type``
+    properties uvloop reads. Until handed over, the descriptor is closed when
+    the object is freed.
+    """
+
+    __slots__ = ()
+
+    def fileno(self) -> int:
+        return self.detach()
+
+    def setblocking(self, flag: bool) -> None:
+        pass
+
+    def close(self) -> None:
+        self.detach()
+
+
+_NONBLOCKING_STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 
 
 class Target:
@@ -248,6 +282,7 @@ class ClientConnection(asyncio.Protocol):
         "transport",
         "tried",
         "upstream",
+        "waiting",
     )
 
     def __init__(self, listener: TcpListener) -> None:
@@ -263,6 +298,7 @@ class ClientConnection(asyncio.Protocol):
         self.ticks = 0
         self.tried: list[Target] = []
         self.coro: Coroutine[Any, Any, object] | None = None
+        self.waiting: object = None  # what the coroutine waits for
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
@@ -291,25 +327,30 @@ class ClientConnection(asyncio.Protocol):
             if tried:
                 listener.stats.retries += 1
             tried.append(target)
-            sock = socket.socket(target.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            sock = _UpstreamSocket(target.family, _NONBLOCKING_STREAM)
             err = sock.connect_ex(target.sockaddr)
             if err not in _CONNECTING:
-                sock.close()
+                _socket.socket.close(sock)
                 self.attempt_failed(target)
                 continue
-            upstream = Upstream(self, target, sock)
+            upstream = Upstream(self, target)
             self.upstream = upstream
             self.ticks = 0
             # Makes the transport (connection_made is called soon); the
             # coroutine is stepped here instead of in a Task of its own.
-            self.coro = listener.loop.create_connection(upstream, sock=sock)
+            # (uvloop needs only what _UpstreamSocket has of socket.socket.)
+            loop = listener.loop
+            self.coro = loop.create_connection(upstream, sock=sock)  # type: ignore[call-overload]
+            self.waiting = None
             self._step(None)
             return
         listener.connecting.discard(self)
         listener.no_backend(len(tried))
         self.abort()
 
-    def _step(self, _: object) -> None:
+    def _step(self, waited: object) -> None:
+        if waited is not self.waiting:
+            return  # the future of an attempt that was replaced
         coro = self.coro
         if coro is None:
             return
@@ -324,6 +365,7 @@ class ClientConnection(asyncio.Protocol):
             if upstream is not None and upstream.transport is None:
                 upstream.failed(exc)
         else:
+            self.waiting = future
             if future is None:  # a bare yield: continue on the next iteration
                 self.listener.loop.call_soon(self._step, None)
                 return
@@ -473,12 +515,18 @@ class Upstream(asyncio.Protocol):
     Calling it returns itself, so it is its own protocol factory.
     """
 
-    __slots__ = ("client", "closed", "eof", "established", "sock", "target", "transport")
+    __slots__ = (
+        "client",
+        "closed",
+        "eof",
+        "established",
+        "target",
+        "transport",
+    )
 
-    def __init__(self, client: ClientConnection, target: Target, sock: socket.socket) -> None:
+    def __init__(self, client: ClientConnection, target: Target) -> None:
         self.client = client
         self.target = target
-        self.sock: socket.socket | None = sock
         self.transport: asyncio.Transport | None = None
         self.eof = False
         self.closed = False
@@ -498,7 +546,6 @@ class Upstream(asyncio.Protocol):
         if self.established:
             return
         self.established = True
-        self.sock = None
         if self.transport is not None:
             self.transport.set_write_buffer_limits()
         self.client.upstream_established(self)
@@ -507,20 +554,15 @@ class Upstream(asyncio.Protocol):
         """Ask the kernel (used by the connect sweep when no bytes flowed)."""
         if self.established:
             return True
-        sock = self.sock
-        if sock is None or self.transport is None:
-            return False
-        try:
-            sock.getpeername()
-        except OSError:
-            return False
+        transport = self.transport
+        if transport is None or transport.get_extra_info("peername") is None:
+            return False  # no transport yet, or not connected (ENOTCONN)
         self.establish()
         return True
 
     def failed(self, exc: BaseException) -> None:
         if not self.closed:
             self.closed = True
-            self.sock = None
             self.client.upstream_failed(self)
 
     def data_received(self, data: bytes) -> None:
@@ -548,7 +590,6 @@ class Upstream(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
-        self.sock = None
         client = self.client
         if not self.established:
             log.debug(
