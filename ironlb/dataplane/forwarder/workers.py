@@ -141,10 +141,6 @@ async def _worker(conn: multiprocessing.connection.Connection, share: int) -> No
     # Start-up objects (modules, config) never become garbage: keep the
     # cyclic collector from traversing them again and again.
     gc.freeze()
-    # Connections free their objects by reference counting (tcp.py breaks the
-    # cycles on close), so young-generation collections every 700 allocations
-    # would only re-scan live connections: collect far less often.
-    gc.set_threshold(20_000, 20, 20)
     try:
         await stop.wait()
     finally:

@@ -1,0 +1,142 @@
+"""Wire the controller together and run it: kopf operator + lease election + writers.
+
+:func:`run_controller` is what ``ironlb controller`` runs and what the tests
+run in-process: it opens the API client, starts kopf (watches and the
+admission webhook, on every replica) and the Lease election, whose winner
+activates the :class:`~ironlb.operator.controller.AllocationController`.
+Setting ``stop`` ends everything and releases the Lease if held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from dataclasses import dataclass
+
+import kopf
+
+from ironlb.operator.controller import AllocationController
+from ironlb.operator.k8s_adapter import KubeApi
+from ironlb.operator.kopf_handlers import build_registry
+from ironlb.operator.lease_elector import LeaseElector
+from ironlb.operator.service_request import DEFAULT_LOAD_BALANCER_CLASS
+
+__all__ = ["ControllerConfig", "default_identity", "default_namespace", "run_controller"]
+
+log = logging.getLogger("ironlb.controller")
+
+LEASE_NAME = "ironlb-controller"
+
+
+def default_namespace() -> str:
+    return os.environ.get("POD_NAMESPACE") or "ironlb-system"
+
+
+def default_identity() -> str:
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    load_balancer_class: str = DEFAULT_LOAD_BALANCER_CLASS
+    namespace: str = "ironlb-system"
+    identity: str = "ironlb-controller"
+    lease_duration: int = 15
+    renew_period: float = 2.0
+    webhook_port: int | None = None  # None: no admission webhook
+    webhook_host: str = "0.0.0.0"
+    webhook_cert: str | None = None  # PEM files; without them the webhook is plain HTTP
+    webhook_key: str | None = None
+    pool_status_interval: float = 0.5
+
+
+def _settings(config: ControllerConfig) -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.posting.enabled = False  # our Events are posted by EventRecorder, leader only
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 30
+    if config.webhook_port is not None:
+        insecure = not (config.webhook_cert and config.webhook_key)
+        settings.admission.server = kopf.WebhookServer(
+            addr=config.webhook_host,
+            port=config.webhook_port,
+            insecure=insecure,
+            certfile=config.webhook_cert,
+            pkeyfile=config.webhook_key,
+        )
+        settings.admission.managed = None  # the Helm chart owns the webhook configuration
+    return settings
+
+
+async def run_controller(
+    config: ControllerConfig,
+    connection: kopf.ConnectionInfo,
+    *,
+    stop: asyncio.Event,
+    started: asyncio.Event | None = None,
+    controller_box: list[AllocationController] | None = None,
+) -> None:
+    """Run until ``stop`` is set. ``started`` is set once kopf is watching.
+
+    ``controller_box`` (tests, benchmarks) receives the controller instance.
+    """
+    async with KubeApi(connection) as api:
+        controller = AllocationController(
+            api,
+            load_balancer_class=config.load_balancer_class,
+            instance=config.identity,
+            pool_status_interval=config.pool_status_interval,
+        )
+        if controller_box is not None:
+            controller_box.append(controller)
+        elector = LeaseElector(
+            api,
+            namespace=config.namespace,
+            name=LEASE_NAME,
+            identity=config.identity,
+            lease_duration=config.lease_duration,
+            retry_period=config.renew_period,
+            on_started=controller.activate,
+            on_stopped=controller.deactivate,
+        )
+        kopf_stop = asyncio.Event()
+        ready = started if started is not None else asyncio.Event()
+        operator = asyncio.create_task(
+            kopf.operator(
+                registry=build_registry(
+                    controller, api, connection, webhook=config.webhook_port is not None
+                ),
+                settings=_settings(config),
+                standalone=True,
+                clusterwide=True,
+                stop_flag=kopf_stop,
+                ready_flag=ready,
+            ),
+            name="ironlb-kopf",
+        )
+        election = asyncio.create_task(elector.run(), name="ironlb-election")
+        waiter = asyncio.create_task(stop.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {operator, election, waiter}, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done & {operator, election}:
+                task.result()  # surface a crash
+        finally:
+            waiter.cancel()
+            election.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await election  # releases the Lease and deactivates the controller
+            kopf_stop.set()
+            if not operator.done():
+                try:
+                    async with asyncio.timeout(30):
+                        await operator
+                except (TimeoutError, asyncio.CancelledError):
+                    operator.cancel()
+            if controller.leading:
+                await controller.deactivate()

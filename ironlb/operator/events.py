@@ -1,0 +1,146 @@
+"""Post core/v1 Events about Services, off the hot path.
+
+:meth:`EventRecorder.emit` only queues; a few workers post. Posting is gated
+by ``allowed()`` (the controller is leader) so a replica that just lost its
+lease writes nothing more. A full queue drops the oldest-style surplus with a
+log line rather than slowing allocation down: Events are for humans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ironlb.operator.k8s_adapter import ApiError, KubeApi
+
+__all__ = ["EventRecorder", "build_event"]
+
+log = logging.getLogger("ironlb.controller.events")
+
+COMPONENT = "ironlb-controller"
+
+
+@dataclass(frozen=True)
+class _Pending:
+    namespace: str
+    body: dict[str, Any]
+
+
+def build_event(
+    involved: Mapping[str, Any],
+    *,
+    type_: str,
+    reason: str,
+    message: str,
+    instance: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """A core/v1 Event body about ``involved`` (a Service object)."""
+    meta = involved.get("metadata") or {}
+    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    micro = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    namespace = meta.get("namespace") or "default"
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": f"{meta.get('name', 'unknown')}.{secrets.token_hex(8)}",
+            "namespace": namespace,
+        },
+        "involvedObject": {
+            "apiVersion": involved.get("apiVersion", "v1"),
+            "kind": involved.get("kind", "Service"),
+            "name": meta.get("name"),
+            "namespace": namespace,
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "reason": reason,
+        "message": message,
+        "type": type_,
+        "source": {"component": COMPONENT},
+        "reportingComponent": f"ironlb.io/{COMPONENT}",
+        "reportingInstance": instance,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "eventTime": micro,
+        "action": reason,
+        "count": 1,
+    }
+
+
+class EventRecorder:
+    def __init__(
+        self,
+        api: KubeApi,
+        *,
+        instance: str,
+        allowed: Callable[[], bool],
+        workers: int = 4,
+        max_queue: int = 50_000,
+    ) -> None:
+        self._api = api
+        self._instance = instance
+        self._allowed = allowed
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(max_queue)
+        self._worker_count = workers
+        self._tasks: list[asyncio.Task[None]] = []
+        self.dropped = 0
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._work(), name=f"ironlb-events-{i}")
+            for i in range(self._worker_count)
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    def emit(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        log.info(
+            "%s %s/%s: %s",
+            reason,
+            (involved.get("metadata") or {}).get("namespace"),
+            (involved.get("metadata") or {}).get("name"),
+            message,
+        )
+        if not self._allowed():
+            return
+        body = build_event(
+            involved,
+            type_=type_,
+            reason=reason,
+            message=message,
+            instance=self._instance,
+            now=datetime.now(UTC),
+        )
+        try:
+            self._queue.put_nowait(_Pending(body["metadata"]["namespace"], body))
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def drain(self) -> None:
+        """Wait until every queued Event has been posted (for tests and shutdown)."""
+        await self._queue.join()
+
+    async def _work(self) -> None:
+        while True:
+            item = await self._queue.get()
+            try:
+                if self._allowed():
+                    await self._api.create(f"/api/v1/namespaces/{item.namespace}/events", item.body)
+            except (ApiError, OSError, TimeoutError) as exc:
+                log.warning("could not post event %s: %s", item.body["reason"], exc)
+            finally:
+                self._queue.task_done()

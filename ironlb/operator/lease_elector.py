@@ -1,0 +1,138 @@
+"""Run the leader election (:mod:`ironlb.operator.leader`) against a real Lease.
+
+Every ``retry_period`` seconds: read the Lease, ask :func:`leader.decide`,
+write what it says with the read ``resourceVersion`` (a 409 means another
+replica won the race: stand by). ``on_started`` runs when we become leader,
+``on_stopped`` as soon as we are not any more: a refused renewal, another
+holder seen, or no successful renewal for ``renew_deadline`` seconds (the API
+unreachable), whichever comes first, so the old leader stops writing before
+a standby may take over at ``lease_duration``. On clean shutdown a held Lease
+is released so the standby takes over at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from ironlb.operator.k8s_adapter import ApiError, KubeApi
+from ironlb.operator.leader import Action, decide, release_spec
+
+__all__ = ["LeaseElector"]
+
+log = logging.getLogger("ironlb.controller.leader")
+
+Callback = Callable[[], Awaitable[None]]
+
+
+class LeaseElector:
+    def __init__(
+        self,
+        api: KubeApi,
+        *,
+        namespace: str,
+        name: str,
+        identity: str,
+        lease_duration: int = 15,
+        retry_period: float = 2.0,
+        on_started: Callback,
+        on_stopped: Callback,
+    ) -> None:
+        self._api = api
+        self._namespace = namespace
+        self._name = name
+        self.identity = identity
+        self._duration = lease_duration
+        self._retry = retry_period
+        self._renew_deadline = lease_duration * 2 / 3
+        self._on_started = on_started
+        self._on_stopped = on_stopped
+        self.leading = False
+        self._last_renew = 0.0
+
+    @property
+    def _collection(self) -> str:
+        return f"/apis/coordination.k8s.io/v1/namespaces/{self._namespace}/leases"
+
+    async def run(self) -> None:
+        """Campaign until cancelled; releases the Lease (if held) on the way out."""
+        try:
+            while True:
+                try:
+                    await self._round()
+                except (ApiError, OSError, TimeoutError) as exc:
+                    log.warning("lease round failed: %s", exc)
+                if self.leading and time.monotonic() - self._last_renew > self._renew_deadline:
+                    log.error("could not renew the lease for %.1f s: stepping down", self._retry)
+                    await self._stop()
+                await asyncio.sleep(self._retry)
+        finally:
+            if self.leading:
+                await asyncio.shield(self._release())
+
+    async def _round(self) -> None:
+        path = f"{self._collection}/{self._name}"
+        lease = await self._api.get(path)
+        decision = decide(
+            lease, identity=self.identity, now=datetime.now(UTC), duration=self._duration
+        )
+        if decision.action is Action.STANDBY:
+            if self.leading:
+                log.warning("lease now held by %s: stepping down", decision.holder)
+                await self._stop()
+            return
+        assert decision.spec is not None
+        try:
+            if lease is None:
+                await self._api.create(
+                    self._collection,
+                    {
+                        "apiVersion": "coordination.k8s.io/v1",
+                        "kind": "Lease",
+                        "metadata": {"name": self._name, "namespace": self._namespace},
+                        "spec": decision.spec,
+                    },
+                )
+            else:
+                body = dict(lease)
+                body["spec"] = decision.spec
+                await self._api.replace(path, body)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            log.info("lost the race for the lease (%s)", exc.reason)
+            if self.leading:
+                await self._stop()
+            return
+        self._last_renew = time.monotonic()
+        if not self.leading:
+            log.info(
+                "acquired the lease %s/%s as %s (%s, previous holder %s)",
+                self._namespace,
+                self._name,
+                self.identity,
+                decision.action.value,
+                decision.holder,
+            )
+            self.leading = True
+            await self._on_started()
+
+    async def _stop(self) -> None:
+        self.leading = False
+        await self._on_stopped()
+
+    async def _release(self) -> None:
+        self.leading = False
+        try:
+            await self._on_stopped()
+            path = f"{self._collection}/{self._name}"
+            lease = await self._api.get(path)
+            spec = release_spec(lease, self.identity) if lease else None
+            if lease is not None and spec is not None:
+                await self._api.replace(path, {**lease, "spec": spec})
+                log.info("released the lease")
+        except (ApiError, OSError, TimeoutError) as exc:
+            log.warning("could not release the lease: %s", exc)

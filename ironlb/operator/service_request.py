@@ -1,0 +1,200 @@
+"""Turn a Service object (a plain dict) into the allocator's :class:`ServiceRequest`.
+
+Also answers the two questions the controller asks of every Service event:
+is this Service ours (:func:`is_ours`: ``type: LoadBalancer`` and a matching
+``spec.loadBalancerClass``), and which IPs/pool does its status currently show
+(:func:`current_ingress_ips`, :func:`allocated_pool`).
+
+Annotations read (MetalLB's, in the ``ironlb.io`` group):
+
+- ``ironlb.io/loadBalancerIPs``: comma-separated addresses, at most one per
+  family; the deprecated ``spec.loadBalancerIP`` is honoured too, but not both;
+- ``ironlb.io/address-pool``: the pool to allocate from;
+- ``ironlb.io/allow-shared-ip``: the sharing key.
+
+Bad values raise :class:`ServiceRequestError` with a message that names the
+field and value; the controller posts it as an ``AllocationFailed`` Event.
+Pure: no Kubernetes client, no kopf.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+
+from ironlb.dataplane.state import IPAddress
+from ironlb.operator.allocator import ServiceKey, ServiceRequest
+
+__all__ = [
+    "ADDRESS_POOL",
+    "ALLOCATED_FROM_POOL",
+    "ALLOW_SHARED_IP",
+    "DEFAULT_LOAD_BALANCER_CLASS",
+    "LOAD_BALANCER_IPS",
+    "ServiceRequestError",
+    "allocated_pool",
+    "current_ingress_ips",
+    "is_ours",
+    "parse_service",
+    "service_key",
+]
+
+LOAD_BALANCER_IPS = "ironlb.io/loadBalancerIPs"
+ADDRESS_POOL = "ironlb.io/address-pool"
+ALLOW_SHARED_IP = "ironlb.io/allow-shared-ip"
+ALLOCATED_FROM_POOL = "ironlb.io/ip-allocated-from-pool"
+DEFAULT_LOAD_BALANCER_CLASS = "ironlb.io/ironlb"
+
+_FAMILIES = {"IPv4": 4, "IPv6": 6}
+_FAMILY_POLICIES = ("SingleStack", "PreferDualStack", "RequireDualStack")
+_TRAFFIC_POLICIES = ("Cluster", "Local")
+_PROTOCOLS = ("TCP", "UDP", "SCTP")
+
+
+class ServiceRequestError(ValueError):
+    """A Service whose fields or annotations cannot be turned into a request."""
+
+
+def service_key(service: Mapping[str, Any]) -> ServiceKey:
+    meta = service.get("metadata") or {}
+    return ServiceKey(str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
+
+
+def is_ours(service: Mapping[str, Any], load_balancer_class: str) -> bool:
+    """``type: LoadBalancer`` and class unset (we are the default) or equal to ours."""
+    spec = service.get("spec") or {}
+    if spec.get("type") != "LoadBalancer":
+        return False
+    cls = spec.get("loadBalancerClass")
+    return cls is None or cls == "" or cls == load_balancer_class
+
+
+def current_ingress_ips(service: Mapping[str, Any]) -> tuple[IPAddress, ...]:
+    """The IPs in ``status.loadBalancer.ingress`` (hostnames and garbage skipped)."""
+    ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    ips: list[IPAddress] = []
+    for entry in ingress:
+        if not isinstance(entry, Mapping):
+            continue
+        try:
+            ips.append(ipaddress.ip_address(str(entry.get("ip"))))
+        except ValueError:
+            continue
+    return tuple(ips)
+
+
+def allocated_pool(service: Mapping[str, Any]) -> str | None:
+    """The pool named by our ``ironlb.io/ip-allocated-from-pool`` annotation, if any."""
+    annotations = (service.get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(ALLOCATED_FROM_POOL)
+    return value if isinstance(value, str) and value else None
+
+
+def _requested_ips(
+    spec: Mapping[str, Any], annotations: Mapping[str, Any]
+) -> tuple[IPAddress, ...]:
+    raw_annotation = annotations.get(LOAD_BALANCER_IPS)
+    raw_legacy = spec.get("loadBalancerIP")
+    if raw_annotation and raw_legacy:
+        raise ServiceRequestError(
+            f"both annotation {LOAD_BALANCER_IPS} and spec.loadBalancerIP are set; use only "
+            f"the annotation (spec.loadBalancerIP is deprecated)"
+        )
+    if raw_legacy:
+        source, texts = "spec.loadBalancerIP", [str(raw_legacy)]
+    elif raw_annotation:
+        source = f"annotation {LOAD_BALANCER_IPS}"
+        texts = [part.strip() for part in str(raw_annotation).split(",")]
+    else:
+        return ()
+    ips: list[IPAddress] = []
+    for text in texts:
+        try:
+            ips.append(ipaddress.ip_address(text))
+        except ValueError:
+            raise ServiceRequestError(
+                f"{source}: {text!r} is not an IPv4 or IPv6 address"
+            ) from None
+    versions = [ip.version for ip in ips]
+    if len(set(versions)) != len(versions):
+        raise ServiceRequestError(
+            f"{source}: {raw_annotation or raw_legacy!r} has more than one address of a family "
+            f"(at most one IPv4 and one IPv6)"
+        )
+    return tuple(ips)
+
+
+def _families(spec: Mapping[str, Any], requested: tuple[IPAddress, ...]) -> tuple[int, ...]:
+    raw = spec.get("ipFamilies")
+    if not raw:
+        return tuple(ip.version for ip in requested) or (4,)
+    if not isinstance(raw, list):
+        raise ServiceRequestError(f"spec.ipFamilies must be a list, got {raw!r}")
+    families: list[int] = []
+    for item in raw:
+        if item not in _FAMILIES:
+            raise ServiceRequestError(f"spec.ipFamilies: unknown family {item!r}")
+        families.append(_FAMILIES[item])
+    if len(set(families)) != len(families):
+        raise ServiceRequestError(f"spec.ipFamilies: {raw!r} repeats a family")
+    return tuple(families)
+
+
+def _ports(spec: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
+    ports: list[tuple[str, int]] = []
+    for i, entry in enumerate(spec.get("ports") or []):
+        if not isinstance(entry, Mapping):
+            raise ServiceRequestError(f"spec.ports[{i}] must be an object")
+        protocol = entry.get("protocol") or "TCP"
+        port = entry.get("port")
+        if protocol not in _PROTOCOLS:
+            raise ServiceRequestError(f"spec.ports[{i}].protocol: unknown protocol {protocol!r}")
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise ServiceRequestError(f"spec.ports[{i}].port: {port!r} is not a port number")
+        ports.append((str(protocol), port))
+    return tuple(ports)
+
+
+def _string_map(obj: Any) -> dict[str, str]:
+    if not isinstance(obj, Mapping):
+        return {}
+    return {str(k): str(v) for k, v in obj.items()}
+
+
+def parse_service(
+    service: Mapping[str, Any], namespace_labels: Mapping[str, str]
+) -> ServiceRequest:
+    """The allocation request a Service makes; raises :class:`ServiceRequestError`."""
+    meta = service.get("metadata") or {}
+    spec = service.get("spec") or {}
+    annotations = meta.get("annotations") or {}
+    key = service_key(service)
+    if not key.name:
+        raise ServiceRequestError("metadata.name is missing")
+    requested = _requested_ips(spec, annotations)
+    pool = annotations.get(ADDRESS_POOL)
+    if pool is not None and (not isinstance(pool, str) or not pool.strip()):
+        raise ServiceRequestError(f"annotation {ADDRESS_POOL} must name a pool, got {pool!r}")
+    sharing = annotations.get(ALLOW_SHARED_IP)
+    if sharing is not None and (not isinstance(sharing, str) or not sharing.strip()):
+        raise ServiceRequestError(f"annotation {ALLOW_SHARED_IP} must not be empty")
+    policy = spec.get("ipFamilyPolicy") or "SingleStack"
+    if policy not in _FAMILY_POLICIES:
+        raise ServiceRequestError(f"spec.ipFamilyPolicy: unknown policy {policy!r}")
+    traffic = spec.get("externalTrafficPolicy") or "Cluster"
+    if traffic not in _TRAFFIC_POLICIES:
+        raise ServiceRequestError(f"spec.externalTrafficPolicy: unknown policy {traffic!r}")
+    return ServiceRequest(
+        key=key,
+        requested_ips=requested,
+        pool=pool.strip() if isinstance(pool, str) else None,
+        sharing_key=sharing.strip() if isinstance(sharing, str) else None,
+        ports=_ports(spec),
+        families=_families(spec, requested),
+        family_policy=str(policy),
+        external_traffic_policy=str(traffic),
+        selector=frozenset(_string_map(spec.get("selector")).items()),
+        labels=_string_map(meta.get("labels")),
+        namespace_labels=dict(namespace_labels),
+    )

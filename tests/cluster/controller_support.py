@@ -1,0 +1,205 @@
+"""Helpers for the controller's cluster tests: the CRD, object bodies, a running controller."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import kopf
+import yaml
+
+from ironlb.lab.apiserver import LocalApiServer
+from ironlb.operator.controller import AllocationController
+from ironlb.operator.controller_runtime import ControllerConfig, run_controller
+
+T = TypeVar("T")
+
+CRD_PATH = Path(__file__).resolve().parents[2] / "charts/ironlb/crds/ipaddresspools.ironlb.io.yaml"
+POOLS = "/apis/ironlb.io/v1alpha1/ipaddresspools"
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/ironlb-system/leases"
+
+
+def services_path(namespace: str = "default") -> str:
+    return f"/api/v1/namespaces/{namespace}/services"
+
+
+def pool_body(name: str, addresses: list[str], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "ironlb.io/v1alpha1",
+        "kind": "IPAddressPool",
+        "metadata": {"name": name},
+        "spec": {"addresses": addresses, **spec},
+    }
+
+
+def service_body(
+    name: str,
+    *,
+    namespace: str = "default",
+    annotations: dict[str, str] | None = None,
+    ports: list[tuple[str, int]] = (("TCP", 80),),  # type: ignore[assignment]
+    type_: str = "LoadBalancer",
+    **spec: Any,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations or {}},
+        "spec": {
+            "type": type_,
+            "selector": {"app": name},
+            "allocateLoadBalancerNodePorts": False,
+            "ports": [
+                {"name": f"p{i}", "protocol": proto, "port": port}
+                for i, (proto, port) in enumerate(ports)
+            ],
+            **spec,
+        },
+    }
+
+
+def ingress_ips(service: dict[str, Any]) -> list[str]:
+    ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    return [entry["ip"] for entry in ingress]
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]], *, timeout: float = 30.0, interval: float = 0.05
+) -> T:
+    """Poll ``probe`` until it returns something truthy (hang guard: ``timeout``)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            result = await probe()
+            if result:
+                return result
+            await asyncio.sleep(interval)
+
+
+class Api:
+    """Thin JSON helper over one aiohttp session to the local API server."""
+
+    def __init__(self, http: aiohttp.ClientSession) -> None:
+        self.http = http
+
+    async def call(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
+        headers = {}
+        if method == "PATCH":
+            headers["Content-Type"] = "application/merge-patch+json"
+        async with self.http.request(method, path, json=body, headers=headers, **kw) as rsp:
+            data = await rsp.json()
+            if rsp.status >= 400:
+                raise AssertionError(f"{method} {path}: {rsp.status} {data}")
+            return data
+
+    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("POST", path, body)
+        return result
+
+    async def get(self, path: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("GET", path)
+        return result
+
+    async def patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("PATCH", path, body)
+        return result
+
+    async def delete(self, path: str) -> None:
+        await self.call("DELETE", path)
+
+    async def items(self, path: str, **params: str) -> list[dict[str, Any]]:
+        data = await self.call("GET", path, params=params)
+        items: list[dict[str, Any]] = data["items"]
+        return items
+
+    async def service(self, name: str, namespace: str = "default") -> dict[str, Any]:
+        return await self.get(f"{services_path(namespace)}/{name}")
+
+    async def events(self, name: str, namespace: str = "default") -> list[dict[str, Any]]:
+        return await self.items(
+            f"/api/v1/namespaces/{namespace}/events",
+            fieldSelector=f"involvedObject.name={name}",
+        )
+
+    async def event_reasons(self, name: str, namespace: str = "default") -> list[str]:
+        return [e["reason"] for e in await self.events(name, namespace)]
+
+    async def install(self) -> None:
+        """The CRD and the controller namespace."""
+        crd = yaml.safe_load(CRD_PATH.read_text())
+        await self.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+        await self.ensure_namespace("ironlb-system")
+
+        async def served() -> bool:
+            async with self.http.get(POOLS) as rsp:
+                return rsp.status == 200
+
+        await eventually(served)
+
+    async def ensure_namespace(self, name: str, labels: dict[str, str] | None = None) -> None:
+        async with self.http.get(f"/api/v1/namespaces/{name}") as rsp:
+            if rsp.status == 200:
+                return
+        await self.create(
+            "/api/v1/namespaces",
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": name, "labels": labels or {}},
+            },
+        )
+
+
+@contextlib.asynccontextmanager
+async def api_client(server: LocalApiServer) -> AsyncIterator[Api]:
+    # A fresh connection per request and a hang guard on each: test clients stay simple.
+    connector = aiohttp.TCPConnector(force_close=True)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(server.url, connector=connector, timeout=timeout) as http:
+        yield Api(http)
+
+
+@contextlib.asynccontextmanager
+async def running_controller(
+    server: LocalApiServer, *, wait_active: bool = True, **overrides: Any
+) -> AsyncIterator[AllocationController]:
+    """An in-process controller (kopf task + election); stopped cleanly on exit."""
+    options: dict[str, Any] = {
+        "namespace": "ironlb-system",
+        "identity": "test-controller",
+        "lease_duration": 4,
+        "renew_period": 0.5,
+        "pool_status_interval": 0.2,
+    }
+    options.update(overrides)
+    config = ControllerConfig(**options)
+    stop = asyncio.Event()
+    box: list[AllocationController] = []
+    task = asyncio.create_task(
+        run_controller(
+            config, kopf.ConnectionInfo(server=server.url), stop=stop, controller_box=box
+        )
+    )
+    try:
+        await eventually(lambda: _first(box), timeout=10)
+        controller = box[0]
+        if wait_active:
+
+            async def active() -> bool:
+                if task.done():
+                    task.result()
+                return controller.ready
+
+            await eventually(active, timeout=30)
+        yield controller
+    finally:
+        stop.set()
+        async with asyncio.timeout(60):
+            await task
+
+
+async def _first(box: list[AllocationController]) -> bool:
+    return bool(box)

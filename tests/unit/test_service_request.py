@@ -1,0 +1,133 @@
+"""Service -> ServiceRequest (ironlb.operator.service_request); the pool webhook check."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import pytest
+
+from ironlb.operator.allocator import ServiceKey
+from ironlb.operator.service_request import (
+    ServiceRequestError,
+    allocated_pool,
+    current_ingress_ips,
+    is_ours,
+    parse_service,
+)
+from ironlb.operator.webhook import pool_admission_problem
+
+
+def svc(annotations: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "web",
+            "namespace": "shop",
+            "labels": {"app": "web"},
+            "annotations": annotations or {},
+        },
+        "spec": {
+            "type": "LoadBalancer",
+            "selector": {"app": "web"},
+            "ports": [{"port": 80}, {"port": 53, "protocol": "UDP"}],
+            **spec,
+        },
+    }
+
+
+def test_plain_service_gets_defaults() -> None:
+    request = parse_service(svc(), {"team": "a"})
+    assert request.key == ServiceKey("shop", "web")
+    assert request.requested_ips == ()
+    assert request.pool is None and request.sharing_key is None
+    assert request.ports == (("TCP", 80), ("UDP", 53))
+    assert request.families == (4,)
+    assert request.family_policy == "SingleStack"
+    assert request.external_traffic_policy == "Cluster"
+    assert request.selector == frozenset({("app", "web")})
+    assert request.labels == {"app": "web"}
+    assert request.namespace_labels == {"team": "a"}
+
+
+def test_annotations_and_dual_stack() -> None:
+    request = parse_service(
+        svc(
+            {
+                "ironlb.io/loadBalancerIPs": "198.18.10.5, fd00:198:18::5",
+                "ironlb.io/address-pool": "blue",
+                "ironlb.io/allow-shared-ip": "k1",
+            },
+            ipFamilies=["IPv6", "IPv4"],
+            ipFamilyPolicy="RequireDualStack",
+            externalTrafficPolicy="Local",
+        ),
+        {},
+    )
+    assert request.requested_ips == (
+        ipaddress.ip_address("198.18.10.5"),
+        ipaddress.ip_address("fd00:198:18::5"),
+    )
+    assert (request.pool, request.sharing_key) == ("blue", "k1")
+    assert request.families == (6, 4)
+    assert request.family_policy == "RequireDualStack"
+    assert request.external_traffic_policy == "Local"
+
+
+def test_legacy_load_balancer_ip_is_honoured() -> None:
+    request = parse_service(svc(loadBalancerIP="198.18.10.9"), {})
+    assert request.requested_ips == (ipaddress.ip_address("198.18.10.9"),)
+
+
+@pytest.mark.parametrize(
+    ("service", "needle"),
+    [
+        (
+            svc({"ironlb.io/loadBalancerIPs": "198.18.10.1"}, loadBalancerIP="198.18.10.2"),
+            "both annotation",
+        ),
+        (svc({"ironlb.io/loadBalancerIPs": "198.18.10.300"}), "'198.18.10.300' is not an IPv4"),
+        (svc({"ironlb.io/loadBalancerIPs": "198.18.10.1,198.18.10.2"}), "more than one"),
+        (svc({"ironlb.io/address-pool": " "}), "must name a pool"),
+        (svc({"ironlb.io/allow-shared-ip": ""}), "must not be empty"),
+        (svc(ipFamilies=["IPv5"]), "unknown family 'IPv5'"),
+        (svc(ipFamilyPolicy="Sometimes"), "unknown policy 'Sometimes'"),
+        (svc(externalTrafficPolicy="Nearest"), "unknown policy 'Nearest'"),
+        (svc(ports=[{"port": 0}]), "spec.ports[0].port"),
+        (svc(ports=[{"port": 80, "protocol": "ICMP"}]), "unknown protocol 'ICMP'"),
+    ],
+)
+def test_bad_values_get_clear_errors(service: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ServiceRequestError) as info:
+        parse_service(service, {})
+    assert needle in str(info.value)
+
+
+def test_class_and_type_filter() -> None:
+    assert is_ours(svc(), "ironlb.io/ironlb")
+    assert is_ours(svc(loadBalancerClass="ironlb.io/ironlb"), "ironlb.io/ironlb")
+    assert not is_ours(svc(loadBalancerClass="other.io/lb"), "ironlb.io/ironlb")
+    assert is_ours(svc(loadBalancerClass="other.io/lb"), "other.io/lb")
+    assert not is_ours(svc(type="ClusterIP"), "ironlb.io/ironlb")
+
+
+def test_status_readers_skip_garbage() -> None:
+    body = svc({"ironlb.io/ip-allocated-from-pool": "blue"})
+    body["status"] = {
+        "loadBalancer": {
+            "ingress": [{"ip": "198.18.10.1"}, {"hostname": "lb.example"}, {"ip": "bogus"}]
+        }
+    }
+    assert current_ingress_ips(body) == (ipaddress.ip_address("198.18.10.1"),)
+    assert allocated_pool(body) == "blue"
+    assert current_ingress_ips(svc()) == () and allocated_pool(svc()) is None
+
+
+def test_webhook_admits_valid_and_refuses_invalid_or_overlapping_pools() -> None:
+    others = [("old", {"addresses": ["198.18.10.0/24"]}), ("broken", {"addresses": ["x"]})]
+    assert pool_admission_problem("new", {"addresses": ["198.18.11.0/24"]}, others) is None
+    assert pool_admission_problem("old", {"addresses": ["198.18.10.0/23"]}, others) is None
+    overlap = pool_admission_problem("new", {"addresses": ["198.18.10.128/25"]}, others)
+    assert overlap is not None and "'old'" in overlap and "overlaps" in overlap
+    bad = pool_admission_problem("new", {"addresses": ["198.18.11.9-198.18.11.1"]}, others)
+    assert bad is not None and bad.startswith("invalid IPAddressPool 'new': spec.addresses[0]")
+    assert pool_admission_problem("new", {"addresses": []}, others) is not None
