@@ -392,9 +392,6 @@ class Cluster:
         if final is not None:
             self._after_removal(key, name, final, collect=True)
 
-    def _storage_keys(self) -> set[StorageKey]:
-        return {t.storage_key for t in self.registry.types()}
-
     def _after_removal(self, key: StorageKey, name: str, final: Obj, collect: bool) -> None:
         """Release what the object held and delete what depended on it."""
         if key == SERVICES:
@@ -414,15 +411,7 @@ class Cluster:
     def _collect_dependents(self, owner_uid: str) -> None:
         """Background garbage collection: delete objects whose ownerReferences name only
         owners that no longer exist (dependents with finalizers get a deletionTimestamp)."""
-
-        def owned(obj: Obj) -> bool:
-            refs = obj["metadata"].get("ownerReferences") or []
-            return any(r.get("uid") == owner_uid for r in refs)
-
-        dependents = [
-            (key, obj) for key in self._storage_keys() for obj in self.store.select(key, owned)
-        ]
-        for key, obj in dependents:
+        for key, obj in self.store.dependents(owner_uid):
             meta = obj["metadata"]
             refs = meta.get("ownerReferences") or []
             if any(self.store.has_uid(str(r.get("uid"))) for r in refs):

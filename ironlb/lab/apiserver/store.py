@@ -66,6 +66,9 @@ class ObjectStore:
         self._evicted_rv = 0  # newest rv that dropped out of the history
         self._watches: set[Watch] = set()
         self._uids: set[str] = set()
+        # owner uid -> objects whose ownerReferences name it (garbage collection
+        # looks dependents up here instead of scanning every object)
+        self._owned_by: dict[str, set[tuple[StorageKey, str, str]]] = {}
 
     @property
     def resource_version(self) -> int:
@@ -93,6 +96,27 @@ class ObjectStore:
     def has_uid(self, uid: str) -> bool:
         return uid in self._uids
 
+    def dependents(self, owner_uid: str) -> list[tuple[StorageKey, Obj]]:
+        """Deep copies of the objects whose ownerReferences name ``owner_uid``."""
+        found = []
+        for key, namespace, name in sorted(self._owned_by.get(owner_uid, ())):
+            obj = self._objects.get(key, {}).get((namespace, name))
+            if obj is not None:
+                found.append((key, copy.deepcopy(obj)))
+        return found
+
+    def _index_owners(self, where: tuple[StorageKey, str, str], obj: Obj | None, add: bool) -> None:
+        if obj is None:
+            return
+        for ref in obj.get("metadata", {}).get("ownerReferences") or []:
+            uid = str(ref.get("uid", ""))
+            if add:
+                self._owned_by.setdefault(uid, set()).add(where)
+            elif uid in self._owned_by:
+                self._owned_by[uid].discard(where)
+                if not self._owned_by[uid]:
+                    del self._owned_by[uid]
+
     def names(self, key: StorageKey) -> Iterator[tuple[str, str]]:
         return iter(list(self._objects.get(key, {})))
 
@@ -104,6 +128,8 @@ class ObjectStore:
         stored = copy.deepcopy(obj)
         stored.setdefault("metadata", {})["resourceVersion"] = str(self._rv)
         bucket[(namespace, name)] = stored
+        self._index_owners((key, namespace, name), old, add=False)
+        self._index_owners((key, namespace, name), stored, add=True)
         if old is not None:
             self._uids.discard(old["metadata"].get("uid", ""))
         self._uids.add(stored["metadata"].get("uid", ""))
@@ -117,6 +143,7 @@ class ObjectStore:
         old = bucket.pop((namespace, name), None)
         if old is None:
             return None
+        self._index_owners((key, namespace, name), old, add=False)
         self._uids.discard(old["metadata"].get("uid", ""))
         self._rv += 1
         final = copy.deepcopy(old)
