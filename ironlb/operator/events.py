@@ -9,7 +9,6 @@ log line rather than slowing allocation down: Events are for humans.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import Callable, Mapping
@@ -18,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ironlb.operator.k8s_adapter import ApiError, KubeApi
+from ironlb.operator.worker_tasks import WorkerTasks
 
 __all__ = ["EventRecorder", "build_event"]
 
@@ -89,23 +89,14 @@ class EventRecorder:
         self._instance = instance
         self._allowed = allowed
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(max_queue)
-        self._worker_count = workers
-        self._tasks: list[asyncio.Task[None]] = []
+        self._workers = WorkerTasks("ironlb-events", workers, self._work)
         self.dropped = 0
 
     def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._work(), name=f"ironlb-events-{i}")
-            for i in range(self._worker_count)
-        ]
+        self._workers.start()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        await self._workers.stop()
 
     def emit(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         log.info(

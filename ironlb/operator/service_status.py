@@ -10,7 +10,6 @@ one Service never overtake each other. Writes stop at once when
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -20,6 +19,7 @@ from ironlb.dataplane.state import IPAddress
 from ironlb.operator.allocator import ServiceKey
 from ironlb.operator.k8s_adapter import ApiError, KubeApi
 from ironlb.operator.service_request import ALLOCATED_FROM_POOL
+from ironlb.operator.worker_tasks import WorkerTasks
 
 __all__ = ["DesiredStatus", "ServiceStatusWriter", "ingress_body"]
 
@@ -55,27 +55,18 @@ class ServiceStatusWriter:
         self._allowed = allowed
         self._pending: dict[ServiceKey, DesiredStatus] = {}
         self._queue: asyncio.Queue[ServiceKey] = asyncio.Queue()
-        self._worker_count = workers
+        self._workers = WorkerTasks("ironlb-status", workers, self._work)
         self._max_attempts = max_attempts
-        self._tasks: list[asyncio.Task[None]] = []
         self._busy: set[ServiceKey] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         self.writes = 0
 
     def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._work(), name=f"ironlb-status-{i}")
-            for i in range(self._worker_count)
-        ]
+        self._workers.start()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        await self._workers.stop()
         self._pending.clear()
 
     def put(self, key: ServiceKey, desired: DesiredStatus) -> None:

@@ -34,11 +34,11 @@ from ironlb.dataplane.fastpath.render import RenderError, render_table
 from ironlb.dataplane.state import PROTOCOLS, Backend, DesiredState, ListenerKey
 from ironlb.lab.netlab import Lab
 from tests.net.conftest import LabFactory
+from tests.net.forward_helpers import IRONLB, forward_without_capability
 from tests.net.l2_helpers import wait_for
 
 pytestmark = pytest.mark.root
 
-IRONLB = str(Path(sys.executable).with_name("ironlb"))
 PORT = 8080  # the listener port
 BACKEND_PORT = 9000
 
@@ -386,20 +386,7 @@ def test_forward_with_an_unappliable_table_exits_1(fplab: Lab, tmp_path: Path) -
     node = fplab.nodes[0]
     config = tmp_path / "lb.yaml"
     config.write_text(_config(fplab))
-    out = fplab.run(
-        node,
-        "setpriv",
-        "--inh-caps=-net_admin",
-        "--bounding-set=-net_admin",
-        IRONLB,
-        "forward",
-        "--config",
-        str(config),
-        "--workers",
-        "1",
-        check=False,
-        timeout=30,
-    )
+    out = forward_without_capability(fplab, node, "net_admin", config)
     assert out.returncode == 1, out.stderr
     assert "fast path: cannot apply the nftables table" in out.stderr
     assert "ironlb" not in fplab.run(node, "nft", "list", "tables").stdout

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from ironlb.lab.netlab import Lab, LabHost
-from tests.net.l2_helpers import probe_arp, wait_for
+from tests.net.forward_helpers import IRONLB, forward_without_capability
+from tests.net.l2_helpers import CLIENT, probe_arp, wait_for
 
 pytestmark = pytest.mark.root
 
-IRONLB = str(Path(sys.executable).with_name("ironlb"))
 
 # Answers every connection with its name, until killed.
 NAMED_SERVER = """
@@ -33,12 +33,6 @@ while True:
     conn, _ = srv.accept()
     conn.sendall(sys.argv[3].encode())
     conn.close()
-"""
-
-CLIENT = """
-import socket, sys
-with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10) as s:
-    print(s.recv(100).decode())
 """
 
 
@@ -135,20 +129,7 @@ def test_forward_without_raw_socket_rights_says_so(
     node1 = lab.nodes[0]
     config = tmp_path / "lb.yaml"
     config.write_text(_config([lab.vip(0)], backend_server))
-    out = lab.run(
-        node1,
-        "setpriv",
-        "--inh-caps=-net_raw",
-        "--bounding-set=-net_raw",
-        IRONLB,
-        "forward",
-        "--config",
-        str(config),
-        "--workers",
-        "1",
-        check=False,
-        timeout=30,
-    )
+    out = forward_without_capability(lab, node1, "net_raw", config)
     assert out.returncode == 1, out.stderr
     assert "cannot announce" in out.stderr
     assert f"{lab.vip(0)}/32" not in _lo_addresses(lab, node1)
