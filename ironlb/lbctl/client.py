@@ -1,0 +1,165 @@
+"""Kubernetes API access for ``lbctl`` through a kubeconfig (the ``kubernetes`` client).
+
+:func:`connect` loads the kubeconfig (``--kubeconfig``/``--context``, default
+``$KUBECONFIG`` or ``~/.kube/config``) and returns a :class:`Cluster` whose
+methods return plain dicts as the API sends them. Every failure (bad
+kubeconfig, unreachable server, API error status) surfaces as
+:class:`LbctlError`, a one-line message and an exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = ["GROUP", "PLURAL", "VERSION", "Cluster", "LbctlError", "connect"]
+
+GROUP = "ironlb.io"
+VERSION = "v1alpha1"
+PLURAL = "ipaddresspools"
+CRD_NAME = f"{PLURAL}.{GROUP}"
+TIMEOUT = 15.0  # seconds per request (connect + read): a hang guard, not a tuning knob
+
+
+class LbctlError(Exception):
+    """A failure to report as one line on stderr, exiting with ``code``."""
+
+    def __init__(self, message: str, code: int = 1, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status = status
+
+
+def _status_message(body: object) -> str:
+    """The ``message`` of a ``metav1.Status`` error body, else the body itself (shortened)."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body or "")
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return text.strip().splitlines()[0][:300] if text.strip() else ""
+    if isinstance(parsed, dict) and parsed.get("message"):
+        return str(parsed["message"])
+    return text[:300]
+
+
+@contextmanager
+def _translated(host: str) -> Iterator[None]:
+    from kubernetes.client.rest import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        yield
+    except ApiException as exc:
+        detail = _status_message(exc.body) or str(exc.reason or "")
+        status = int(exc.status or 0)
+        raise LbctlError(f"API error {status} ({exc.reason}): {detail}", status=status) from None
+    except HTTPError as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise LbctlError(f"cannot reach the Kubernetes API at {host}: {reason}") from None
+
+
+def _json(response: Any) -> dict[str, Any]:
+    data = json.loads(response.data)
+    if not isinstance(data, dict):
+        raise LbctlError(f"unexpected API response: {str(data)[:200]}")
+    return data
+
+
+class Cluster:
+    """The handful of API calls ``lbctl`` needs, returning plain dicts."""
+
+    def __init__(self, api_client: Any) -> None:
+        from kubernetes import client
+
+        self._api = api_client
+        self.host = str(api_client.configuration.host)
+        self._custom = client.CustomObjectsApi(api_client)
+        self._core = client.CoreV1Api(api_client)
+        self._coord = client.CoordinationV1Api(api_client)
+        self._ext = client.ApiextensionsV1Api(api_client)
+
+    def close(self) -> None:
+        self._api.close()
+
+    def _call(self, method: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        with _translated(self.host):
+            response = method(*args, _preload_content=False, _request_timeout=TIMEOUT, **kwargs)
+            return _json(response)
+
+    # --- pools -------------------------------------------------------------------------------
+
+    def _pool_call(self, what: str, method: Any, *args: Any) -> dict[str, Any]:
+        try:
+            return self._call(method, GROUP, VERSION, PLURAL, *args)
+        except LbctlError as exc:
+            if exc.status == 404 and not self.crd_registered():
+                raise LbctlError(
+                    f"the IPAddressPool resource is not registered (CRD {CRD_NAME} missing): "
+                    "is ironlb installed?",
+                    status=404,
+                ) from None
+            if exc.status == 404:
+                raise LbctlError(f"IPAddressPool {what!r} not found", status=404) from None
+            raise
+
+    def list_pools(self) -> list[dict[str, Any]]:
+        items = self._pool_call("", self._custom.list_cluster_custom_object).get("items") or []
+        return [dict(i) for i in items]
+
+    def get_pool(self, name: str) -> dict[str, Any]:
+        return self._pool_call(name, self._custom.get_cluster_custom_object, name)
+
+    def create_pool(self, body: dict[str, Any]) -> dict[str, Any]:
+        name = str(body["metadata"]["name"])
+        try:
+            return self._pool_call(name, self._custom.create_cluster_custom_object, body)
+        except LbctlError as exc:
+            if exc.status == 409:
+                raise LbctlError(f"IPAddressPool {name!r} already exists", status=409) from None
+            raise
+
+    def delete_pool(self, name: str) -> None:
+        self._pool_call(name, self._custom.delete_cluster_custom_object, name)
+
+    # --- other objects -----------------------------------------------------------------------
+
+    def list_services(self) -> list[dict[str, Any]]:
+        items = self._call(self._core.list_service_for_all_namespaces).get("items") or []
+        return [dict(i) for i in items]
+
+    def crd_registered(self) -> bool:
+        return self._optional(self._ext.read_custom_resource_definition, CRD_NAME) is not None
+
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._optional(self._coord.read_namespaced_lease, name, namespace)
+
+    def _optional(self, method: Any, *args: Any) -> dict[str, Any] | None:
+        """The object, or ``None`` on 404."""
+        try:
+            return self._call(method, *args)
+        except LbctlError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+
+def connect(kubeconfig: str | None, context: str | None) -> Cluster:
+    """Load the kubeconfig and return a :class:`Cluster` (no request is made yet)."""
+    from kubernetes import client, config
+
+    if kubeconfig is not None and not Path(kubeconfig).expanduser().is_file():
+        raise LbctlError(f"kubeconfig file {kubeconfig} not found")
+    configuration = client.Configuration()
+    try:
+        config.load_kube_config(
+            config_file=kubeconfig, context=context, client_configuration=configuration
+        )
+    except (config.ConfigException, OSError, ValueError) as exc:
+        where = kubeconfig or "the default kubeconfig ($KUBECONFIG or ~/.kube/config)"
+        raise LbctlError(f"cannot load {where}: {exc}") from None
+    configuration.retries = 0  # fail fast and clearly when the server is unreachable
+    return Cluster(client.ApiClient(configuration))

@@ -1,0 +1,376 @@
+"""``lbctl`` against the local Kubernetes API over real HTTP: some runs as real subprocesses of
+the installed console script, the rest through ``main(argv)`` in-process. The test plays the
+controller where needed (Service status + annotations, pool status, the controller Lease)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from ironlb.lbctl.cli import main
+from ironlb.operator.allocator import PoolUsage
+from ironlb.operator.pool_status import pool_status
+
+pytestmark = pytest.mark.cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD = ROOT / "charts/ironlb/crds/ipaddresspools.ironlb.io.yaml"
+LBCTL = Path(sys.executable).parent / "lbctl"
+GVP = ("ironlb.io", "v1alpha1", "ipaddresspools")
+
+
+def lbctl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``lbctl`` console script for real."""
+    return subprocess.run(
+        [str(LBCTL), "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def api(api_thread_kubeconfig: Path) -> Iterator[client.ApiClient]:
+    configuration = client.Configuration()
+    config.load_kube_config(
+        config_file=str(api_thread_kubeconfig), client_configuration=configuration
+    )
+    with client.ApiClient(configuration) as api_client:
+        yield api_client
+
+
+@pytest.fixture
+def crd(api: client.ApiClient) -> None:
+    body = yaml.safe_load(CRD.read_text())
+    client.ApiextensionsV1Api(api).create_custom_resource_definition(body)
+
+
+@pytest.fixture
+def kc(api_thread_kubeconfig: Path, crd: None) -> Path:
+    """The kubeconfig of a server with the IPAddressPool CRD registered."""
+    return api_thread_kubeconfig
+
+
+def pools(api: client.ApiClient) -> dict[str, Any]:
+    items = client.CustomObjectsApi(api).list_cluster_custom_object(*GVP)["items"]
+    return {p["metadata"]["name"]: p for p in items}
+
+
+def hold_address(
+    api: client.ApiClient, name: str, pool: str, ip: str, ns: str = "default", node: str = ""
+) -> None:
+    """Create a LoadBalancer Service and write what the controller would: ingress + annotation."""
+    core = client.CoreV1Api(api)
+    body = {
+        "metadata": {"name": name},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80}], "selector": {"app": name}},
+    }
+    core.create_namespaced_service(ns, body)
+    notes = {"ironlb.io/ip-allocated-from-pool": pool}
+    if node:
+        notes["ironlb.io/announcing-node"] = node
+    core.patch_namespaced_service(name, ns, {"metadata": {"annotations": notes}})
+    core.patch_namespaced_service_status(
+        name, ns, {"status": {"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "Proxy"}]}}}
+    )
+
+
+def write_lease(api: client.ApiClient, renewed_ago: timedelta, ns: str = "ironlb-system") -> None:
+    core = client.CoreV1Api(api)
+    try:
+        core.create_namespace({"metadata": {"name": ns}})
+    except ApiException as exc:
+        assert exc.status == 409
+    renew = (datetime.now(UTC) - renewed_ago).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    body = {
+        "metadata": {"name": "ironlb-controller"},
+        "spec": {"holderIdentity": "controller-0", "leaseDurationSeconds": 15, "renewTime": renew},
+    }
+    leases = client.CoordinationV1Api(api)
+    try:
+        leases.create_namespaced_lease(ns, body)
+    except ApiException as exc:
+        assert exc.status == 409
+        leases.patch_namespaced_lease("ironlb-controller", ns, {"spec": body["spec"]})
+
+
+def mark_ready(api: client.ApiClient, name: str, used: int, free: int) -> None:
+    now = datetime.now(UTC)
+    status = pool_status(PoolUsage(used, 0, free, 0), None, previous=None, generation=1, now=now)
+    client.CustomObjectsApi(api).patch_cluster_custom_object_status(*GVP, name, {"status": status})
+
+
+# --- real subprocesses ---------------------------------------------------------------------------
+
+
+def test_round_trip_subprocess(kc: Path, api: client.ApiClient) -> None:
+    created = lbctl(
+        kc, "pool", "create", "web",
+        "--addresses", "198.18.10.0/24,198.18.11.1-198.18.11.9",
+        "--no-auto-assign", "--priority", "4", "--namespace", "shop",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    assert "ipaddresspool.ironlb.io/web created" in created.stdout
+    assert pools(api)["web"]["spec"] == {
+        "addresses": ["198.18.10.0/24", "198.18.11.1-198.18.11.9"],
+        "autoAssign": False,
+        "avoidBuggyIPs": False,
+        "serviceAllocation": {"priority": 4, "namespaces": ["shop"]},
+    }
+    mark_ready(api, "web", 0, 265)
+
+    listed = lbctl(kc, "pool", "list")
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.splitlines()
+    assert header.split() == ["NAME", "ADDRESSES", "USED", "FREE", "AUTO-ASSIGN", "STATUS", "AGE"]
+    assert row.split()[:6] == [
+        "web", "198.18.10.0/24,198.18.11.1-198.18.11.9", "0", "265", "false", "Ready",
+    ]  # fmt: skip
+
+    as_json = lbctl(kc, "pool", "list", "-o", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    items = json.loads(as_json.stdout)["items"]
+    assert [i["metadata"]["name"] for i in items] == ["web"]
+    assert items[0]["status"]["free"] == 265
+
+    shown = lbctl(kc, "pool", "show", "web")
+    assert shown.returncode == 0, shown.stderr
+    assert "Status:           Ready" in shown.stdout and "Priority:            4" in shown.stdout
+
+    deleted = lbctl(kc, "pool", "delete", "web")
+    assert deleted.returncode == 0, deleted.stderr
+    assert pools(api) == {}
+    gone = lbctl(kc, "pool", "show", "web")
+    assert gone.returncode == 1 and gone.stderr.strip() == "lbctl: IPAddressPool 'web' not found"
+
+
+def test_invalid_addresses_rejected_subprocess(kc: Path, api: client.ApiClient) -> None:
+    result = lbctl(
+        kc, "pool", "create", "bad", "--addresses", "198.18.12.0/24,198.18.13.9-198.18.13.1"
+    )
+    assert result.returncode == 2
+    assert "spec.addresses[1]" in result.stderr and "reversed" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert pools(api) == {}
+
+
+def test_delete_refused_while_in_use_then_forced_subprocess(
+    kc: Path, api: client.ApiClient
+) -> None:
+    assert lbctl(kc, "pool", "create", "web", "--addresses", "198.18.10.0/28").returncode == 0
+    hold_address(api, "shop", "web", "198.18.10.1")
+    hold_address(api, "other", "elsewhere", "198.18.20.1")
+
+    refused = lbctl(kc, "pool", "delete", "web")
+    assert refused.returncode == 1
+    assert "in use by 1 Service(s): default/shop (198.18.10.1)" in refused.stderr
+    assert "--force" in refused.stderr and "other" not in refused.stderr
+    assert "web" in pools(api)
+
+    forced = lbctl(kc, "pool", "delete", "web", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "ipaddresspool.ironlb.io/web deleted" in forced.stdout
+    assert "web" not in pools(api)
+
+
+def test_status_exit_codes_subprocess(api_thread_kubeconfig: Path, api: client.ApiClient) -> None:
+    bare = lbctl(api_thread_kubeconfig, "status")
+    assert bare.returncode == 1
+    assert "CRD (ipaddresspools.ironlb.io) is not installed" in bare.stderr
+    assert "Lease ironlb-system/ironlb-controller not found" in bare.stderr
+
+    client.ApiextensionsV1Api(api).create_custom_resource_definition(
+        yaml.safe_load(CRD.read_text())
+    )
+    write_lease(api, timedelta(seconds=1))
+    healthy = lbctl(api_thread_kubeconfig, "status")
+    assert healthy.returncode == 0, healthy.stderr
+    assert "leader controller-0, Lease fresh" in healthy.stdout
+    assert healthy.stdout.rstrip().endswith("healthy")
+
+    write_lease(api, timedelta(minutes=10))
+    stale = lbctl(api_thread_kubeconfig, "status")
+    assert stale.returncode == 1
+    assert "held by controller-0 expired" in stale.stderr
+
+
+def test_kubeconfig_from_environment_subprocess(kc: Path, tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": str(kc)}
+    result = subprocess.run(
+        [str(LBCTL), "pool", "list", "-o", "yaml"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout) == {"apiVersion": "v1", "kind": "List", "items": []}
+
+
+def test_unreachable_server_subprocess(tmp_path: Path) -> None:
+    # A bound but not listening loopback port refuses connections for as long as we hold it.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+                    "users": [{"name": "u", "user": {}}],
+                    "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                    "current-context": "x",
+                }
+            )
+        )
+        result = lbctl(kubeconfig, "pool", "list")
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        f"lbctl: cannot reach the Kubernetes API at http://127.0.0.1:{port}"
+    )
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+# --- in-process ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "field"),
+    [
+        (["--addresses", "198.18.10.7/24"], "spec.addresses[0]"),
+        (["--addresses", "198.18.10.0/24,nonsense"], "spec.addresses[1]"),
+        (["--addresses", "198.18.10.0/24,198.18.10.5"], "spec.addresses[1]"),
+        (["--addresses", ","], "spec.addresses"),
+        (["--addresses", "198.18.10.0/24", "--priority", "-1"], "spec.serviceAllocation.priority"),
+    ],
+)
+def test_invalid_input_names_the_field(
+    kc: Path,
+    api: client.ApiClient,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    field: str,
+) -> None:
+    code, out, err = run(capsys, "--kubeconfig", str(kc), "pool", "create", "p", *flags)
+    assert code == 2 and out == ""
+    assert err.startswith(f"lbctl: invalid IPAddressPool 'p': {field}: ")
+    assert pools(api) == {}
+
+
+def test_overlap_with_existing_pool_rejected(
+    kc: Path, api: client.ApiClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        run(
+            capsys, "--kubeconfig", str(kc), "pool", "create", "a", "--addresses", "198.18.10.0/24"
+        )[0]
+        == 0
+    )
+    code, _, err = run(
+        capsys, "--kubeconfig", str(kc), "pool", "create", "b", "--addresses", "198.18.10.128/25"
+    )
+    assert code == 2
+    assert "overlaps '198.18.10.0/24' of IPAddressPool 'a'" in err
+    assert set(pools(api)) == {"a"}
+
+
+def test_duplicate_create(
+    kc: Path, api: client.ApiClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["--kubeconfig", str(kc), "pool", "create", "web"]
+    assert run(capsys, *base, "--addresses", "198.18.10.0/24")[0] == 0
+    code, out, err = run(capsys, *base, "--addresses", "198.18.12.0/24")
+    assert (code, out) == (1, "")
+    assert err.strip() == "lbctl: IPAddressPool 'web' already exists"
+    assert pools(api)["web"]["spec"]["addresses"] == ["198.18.10.0/24"]
+
+
+def test_show_and_services_list_holders(
+    kc: Path, api: client.ApiClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    k = ["--kubeconfig", str(kc)]
+    assert run(capsys, *k, "pool", "create", "web", "--addresses", "198.18.10.0/28")[0] == 0
+    hold_address(api, "shop", "web", "198.18.10.1", node="node-2")
+    hold_address(api, "cart", "web", "198.18.10.2")
+    client.CoreV1Api(api).create_namespaced_service(
+        "default",
+        {
+            "metadata": {"name": "waiting"},
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 53}]},
+        },
+    )
+    mark_ready(api, "web", 2, 14)
+
+    code, out, _ = run(capsys, *k, "pool", "show", "web")
+    assert code == 0
+    assert "Services (2):" in out and "waiting" not in out
+    assert "IPv4:           2 assigned, 14 available" in out
+
+    code, out, _ = run(capsys, *k, "pool", "show", "web", "-o", "json")
+    shown = json.loads(out)
+    assert sorted(s["metadata"]["name"] for s in shown["services"]) == ["cart", "shop"]
+
+    code, out, _ = run(capsys, *k, "services")
+    assert code == 0
+    lines = [line.split() for line in out.splitlines()]
+    assert lines == [
+        ["NAMESPACE", "NAME", "EXTERNAL-IP", "POOL", "ANNOUNCED-BY"],
+        ["default", "cart", "198.18.10.2", "web", "-"],
+        ["default", "shop", "198.18.10.1", "web", "node-2"],
+        ["default", "waiting", "<pending>", "-", "-"],
+    ]
+
+    write_lease(api, timedelta(seconds=0))
+    code, out, err = run(capsys, *k, "status")
+    assert code == 1
+    assert "1 LoadBalancer Service(s) without an address: default/waiting" in err
+
+
+def test_status_lease_namespace_flag(
+    kc: Path, api: client.ApiClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_lease(api, timedelta(seconds=0), ns="lb")
+    assert run(capsys, "--kubeconfig", str(kc), "status")[0] == 1
+    code, out, err = run(capsys, "--kubeconfig", str(kc), "status", "--namespace", "lb")
+    assert code == 0, err
+    assert "0 total, 0 Ready, 0 Invalid" in out
+
+
+def test_without_crd_commands_say_so(
+    api_thread_kubeconfig: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "--kubeconfig", str(api_thread_kubeconfig), "pool", "list")
+    assert code == 1
+    assert "CRD ipaddresspools.ironlb.io missing" in err
+
+
+def test_missing_kubeconfig_and_context(
+    tmp_path: Path, api_thread_kubeconfig: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "--kubeconfig", str(tmp_path / "nope"), "services")
+    assert code == 1 and "kubeconfig file" in err and "not found" in err
+    code, _, err = run(
+        capsys, "--kubeconfig", str(api_thread_kubeconfig), "--context", "nosuch", "services"
+    )
+    assert code == 1 and err.startswith("lbctl: cannot load") and "nosuch" in err
