@@ -40,8 +40,9 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
+
+from tests.bench._report import first_line, fmt, raise_interrupt, wrk_ms
 
 REPO = Path(__file__).resolve().parents[2]
 IRONLB = REPO / ".venv" / "bin" / "ironlb"
@@ -254,15 +255,6 @@ backend bulk
 
 # --------------------------------------------------------------------------- loads
 
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
-
-
-def _ms(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
-    if not match:
-        raise ValueError(f"unexpected wrk latency {text!r}")
-    return float(match[1]) * _UNITS[match[2]]
-
 
 def _find(pattern: str, text: str) -> str:
     match = re.search(pattern, text, re.M)
@@ -289,8 +281,8 @@ def run_wrk(ns: Netns, target: Target, seconds: float, close: bool) -> Sample:
     errors += int(non2xx[1]) if non2xx else 0
     return Sample(
         float(_find(r"Requests/sec:\s+([\d.]+)", out)),
-        _ms(_find(r"^\s+50%\s+(\S+)", out)),
-        _ms(_find(r"^\s+99%\s+(\S+)", out)),
+        wrk_ms(_find(r"^\s+50%\s+(\S+)", out)),
+        wrk_ms(_find(r"^\s+99%\s+(\S+)", out)),
         cpu_pct=100 * cpu["cpu_s"] / cpu["wall_s"],
         cpu_us_per_op=1e6 * cpu["cpu_s"] / max(total, 1),
         errors=errors,
@@ -344,17 +336,13 @@ CPU_COLUMNS: list[tuple[str, str, str, int]] = [
 ]
 
 
-def _fmt(value: float | None, digits: int) -> str:
-    return "n/a" if value is None else f"{value:,.{digits}f}"
-
-
 def _table(results: Results, columns: list[tuple[str, str, str, int]]) -> list[str]:
     lines = [
         "| " + " | ".join(["target", *(c[0] for c in columns)]) + " |",
         "|" + "---|" * (len(columns) + 1),
     ]
     for t in TARGETS:
-        cells = [_fmt(results.median(t.name, load, attr), d) for _, load, attr, d in columns]
+        cells = [fmt(results.median(t.name, load, attr), d) for _, load, attr, d in columns]
         lines.append("| " + " | ".join([t.label, *cells]) + " |")
     ratios = []
     for _, load, attr, _d in columns:
@@ -420,7 +408,7 @@ def render(
         for t in TARGETS:
             vals = [
                 ", ".join(
-                    _fmt(s.value, 2 if load.startswith("bulk") else 0)
+                    fmt(s.value, 2 if load.startswith("bulk") else 0)
                     for s in results.samples.get((t.name, load), [])
                 )
                 for load in LOADS
@@ -432,17 +420,12 @@ def render(
 # --------------------------------------------------------------------------- main
 
 
-def _first_line(argv: list[str]) -> str:
-    out = subprocess.run(argv, capture_output=True, text=True, check=False)
-    return (out.stdout or out.stderr).splitlines()[0] if (out.stdout or out.stderr) else "?"
-
-
 def machine_facts(ns: Netns) -> dict[str, str]:
     return {
         "nproc": str(os.cpu_count()),
         "kernel": os.uname().release,
-        "HAProxy": _first_line(["haproxy", "-v"]).split()[2],
-        "nft": _first_line(["nft", "--version"]).split()[1],
+        "HAProxy": first_line(["haproxy", "-v"]).split()[2],
+        "nft": first_line(["nft", "--version"]).split()[1],
         "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "route_localnet": ns.run("sysctl", "-n", "net.ipv4.conf.lo.route_localnet").stdout.strip(),
     }
@@ -464,16 +447,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if os.geteuid() != 0:
         print("fastpath_bench: needs root (network namespace, nftables)", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     started = time.monotonic()
     results = Results()
     ns = Netns()

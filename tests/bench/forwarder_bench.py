@@ -35,7 +35,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
 from tests.bench._procs import (
     ProcessSet,
@@ -45,6 +44,7 @@ from tests.bench._procs import (
     process_tree,
     wait_for_port,
 )
+from tests.bench._report import first_line, fmt, raise_interrupt, wrk_ms
 
 APT_PACKAGES = ("haproxy", "nginx-light", "libnginx-mod-stream", "wrk", "iperf3")
 STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
@@ -74,23 +74,18 @@ def ensure_packages() -> None:
     subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
 
 
-def _first_line(argv: list[str]) -> str:
-    out = subprocess.run(argv, capture_output=True, text=True)
-    return (out.stdout + out.stderr).strip().splitlines()[0]
-
-
 def machine_facts() -> dict[str, str]:
     from importlib.metadata import version
 
     return {
         "nproc": str(os.cpu_count()),
         "kernel": platform.release(),
-        "HAProxy": _first_line(["haproxy", "-v"]).split()[2],
-        "nginx": _first_line(["nginx", "-v"]).split("/")[-1],
+        "HAProxy": first_line(["haproxy", "-v"]).split()[2],
+        "nginx": first_line(["nginx", "-v"]).split("/")[-1],
         "Python": platform.python_version(),
         "uvloop": version("uvloop"),
-        "wrk": _first_line(["wrk", "--version"]).split()[1],
-        "iperf3": _first_line(["iperf3", "--version"]).split()[1],
+        "wrk": first_line(["wrk", "--version"]).split()[1],
+        "iperf3": first_line(["iperf3", "--version"]).split()[1],
         "load average at start": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
     }
 
@@ -274,22 +269,12 @@ class Sample:
     errors: int = 0
 
 
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
-
-
-def _ms(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
-    if not match:
-        raise ValueError(f"unexpected wrk latency {text!r}")
-    return float(match[1]) * _UNITS[match[2]]
-
-
 def parse_wrk(out: str) -> tuple[float, int, float, float, int]:
     """(requests/s, requests, p50 ms, p99 ms, socket errors + non-2xx) from wrk output."""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
     total = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
-    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M)[1])  # type: ignore[index]
-    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M)[1])  # type: ignore[index]
+    p50 = wrk_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M)[1])  # type: ignore[index]
+    p99 = wrk_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M)[1])  # type: ignore[index]
     errors = 0
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if sock:
@@ -378,12 +363,6 @@ class Results:
         return sum(s.errors for s in self.samples.get((target, load), []))
 
 
-def _fmt(value: float | None, digits: int = 0) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:,.{digits}f}"
-
-
 def _ratio(a: float | None, b: float | None) -> str:
     if a is None or not b:
         return "n/a"
@@ -418,7 +397,7 @@ def _table(
         "|" + "---|" * (len(columns) + 1),
     ]
     for t in targets:
-        cells = [_fmt(results.median(t.name, load, attr), d) for _, load, attr, d in columns]
+        cells = [fmt(results.median(t.name, load, attr), d) for _, load, attr, d in columns]
         lines.append("| " + " | ".join([t.label, *cells]) + " |")
     names = {t.name for t in targets}
     if {"ironlb", "haproxy"} <= names:
@@ -522,9 +501,7 @@ def render(
         columns += [("close", "cpu_us_per_op", 1)]
         for t in targets:
             vals = [
-                ", ".join(
-                    _fmt(getattr(s, attr), d) for s in results.samples.get((t.name, load), [])
-                )
+                ", ".join(fmt(getattr(s, attr), d) for s in results.samples.get((t.name, load), []))
                 for load, attr, d in columns
             ]
             out.append(f"- {t.label}: " + "; ".join(vals))
@@ -582,17 +559,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = "python -m tests.bench.forwarder_bench " + shlex.join(
         sys.argv[1:] if argv is None else argv
     )
     command = command.strip()
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     ensure_packages()
     facts = machine_facts()
     tmp = Path(tempfile.mkdtemp(prefix="ironlb-bench-"))
