@@ -1,4 +1,4 @@
-"""Command-line adapter for `ironlb ... speaker` (arguments and start-up only)."""
+"""Command-line adapter for ``ironlb speaker`` (not built yet: it says so)."""
 
 from __future__ import annotations
 
@@ -12,5 +12,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     del args
-    print("ironlb speaker: not available in this build yet", file=sys.stderr)
+    print(
+        "ironlb speaker: not implemented yet (next milestone: membership, per-VIP election, "
+        "failover, endpoints into the forwarder). For one host today, run "
+        "'ironlb forward --config FILE' with an 'announce' section.",
+        file=sys.stderr,
+    )
     return 2
