@@ -1,10 +1,14 @@
-"""Small helpers shared by the local API server's own tests (CRD bodies, polling)."""
+"""Small helpers shared by the local API server's own tests (CRD bodies, polling,
+running a kopf operator)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
+
+import kopf
 
 T = TypeVar("T")
 
@@ -58,3 +62,30 @@ async def eventually(
             if result:
                 return result
             await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def running_operator(
+    registry: kopf.OperatorRegistry, settings: kopf.OperatorSettings
+) -> AsyncIterator[None]:
+    """Run a kopf operator (standalone, clusterwide) as a task of this loop until the
+    block ends; the block starts once kopf is ready. Hang guard: 30 s each way."""
+    stop_flag, ready_flag = asyncio.Event(), asyncio.Event()
+    operator = asyncio.create_task(
+        kopf.operator(
+            registry=registry,
+            settings=settings,
+            standalone=True,
+            clusterwide=True,
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+        )
+    )
+    try:
+        async with asyncio.timeout(30):
+            await ready_flag.wait()
+        yield
+    finally:
+        stop_flag.set()
+        async with asyncio.timeout(30):
+            await operator

@@ -3,7 +3,6 @@ selectors, denials as Status errors, failure policies, and kopf's own webhook se
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -15,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from ironlb.lab.apiserver import LocalApiServer
-from tests.cluster.apiserver_helpers import eventually, widget_crd
+from tests.cluster.apiserver_helpers import eventually, running_operator, widget_crd
 
 pytestmark = pytest.mark.cluster
 
@@ -209,7 +208,6 @@ async def test_kopf_validating_webhook_end_to_end(apiserver: LocalApiServer) -> 
         addr="127.0.0.1", host="127.0.0.1", port=unused_port(), insecure=True
     )
     settings.admission.managed = "widgets.lab.ironlb.io"
-    stop_flag, ready_flag = asyncio.Event(), asyncio.Event()
 
     async with aiohttp.ClientSession(apiserver.url) as http:
         await call(
@@ -219,19 +217,7 @@ async def test_kopf_validating_webhook_end_to_end(apiserver: LocalApiServer) -> 
             201,
             json=widget_crd(),
         )
-        operator = asyncio.create_task(
-            kopf.operator(
-                registry=registry,
-                settings=settings,
-                standalone=True,
-                clusterwide=True,
-                stop_flag=stop_flag,
-                ready_flag=ready_flag,
-            )
-        )
-        try:
-            async with asyncio.timeout(30):
-                await ready_flag.wait()
+        async with running_operator(registry, settings):
 
             async def configured() -> bool:
                 async with http.get(f"{VWC}/widgets.lab.ironlb.io") as rsp:
@@ -245,7 +231,3 @@ async def test_kopf_validating_webhook_end_to_end(apiserver: LocalApiServer) -> 
             await call(
                 http, "POST", path, 201, json={"metadata": {"name": "ok"}, "spec": {"size": 3}}
             )
-        finally:
-            stop_flag.set()
-            async with asyncio.timeout(30):
-                await operator

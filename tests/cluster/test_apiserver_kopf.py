@@ -11,7 +11,7 @@ import kopf
 import pytest
 
 from ironlb.lab.apiserver import LocalApiServer
-from tests.cluster.apiserver_helpers import eventually, widget_crd
+from tests.cluster.apiserver_helpers import eventually, running_operator, widget_crd
 
 pytestmark = pytest.mark.cluster
 
@@ -45,8 +45,6 @@ async def test_kopf_operator_handles_create_and_delete(apiserver: LocalApiServer
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 1  # streams end every second: kopf must resume them
     settings.networking.request_timeout = 10
-    stop_flag = asyncio.Event()
-    ready_flag = asyncio.Event()
 
     async with aiohttp.ClientSession(apiserver.url) as http:
         crd = await http.post(
@@ -54,19 +52,7 @@ async def test_kopf_operator_handles_create_and_delete(apiserver: LocalApiServer
         )
         assert crd.status == 201, await crd.text()
 
-        operator = asyncio.create_task(
-            kopf.operator(
-                registry=registry,
-                settings=settings,
-                standalone=True,
-                clusterwide=True,
-                stop_flag=stop_flag,
-                ready_flag=ready_flag,
-            )
-        )
-        try:
-            async with asyncio.timeout(30):
-                await ready_flag.wait()
+        async with running_operator(registry, settings):
             created_rsp = await http.post(
                 WIDGETS,
                 json={
@@ -125,10 +111,6 @@ async def test_kopf_operator_handles_create_and_delete(apiserver: LocalApiServer
                 return (await http.get(f"{WIDGETS}/w1")).status == 404
 
             await eventually(gone)
-        finally:
-            stop_flag.set()
-            async with asyncio.timeout(30):
-                await operator
 
 
 async def test_kopf_services_status_and_annotations(apiserver: LocalApiServer) -> None:
@@ -148,26 +130,13 @@ async def test_kopf_services_status_and_annotations(apiserver: LocalApiServer) -
 
     settings = kopf.OperatorSettings()
     settings.posting.level = logging.WARNING
-    stop_flag, ready_flag = asyncio.Event(), asyncio.Event()
     services = "/api/v1/namespaces/default/services"
 
     async with aiohttp.ClientSession(apiserver.url) as http:
         # Connect before kopf starts: kopf treats every task born after its start as its own
         # and, on exit, waits 5 s for (then cancels) the server's keep-alive connection task.
         assert (await http.get("/version")).status == 200
-        operator = asyncio.create_task(
-            kopf.operator(
-                registry=registry,
-                settings=settings,
-                standalone=True,
-                clusterwide=True,
-                stop_flag=stop_flag,
-                ready_flag=ready_flag,
-            )
-        )
-        try:
-            async with asyncio.timeout(30):
-                await ready_flag.wait()
+        async with running_operator(registry, settings):
             for name, labels in (("picked", {"lb": "yes"}), ("ignored", {})):
                 sent = {
                     "metadata": {"name": name, "labels": labels},
@@ -188,7 +157,3 @@ async def test_kopf_services_status_and_annotations(apiserver: LocalApiServer) -
             ignored = await (await http.get(f"{services}/ignored")).json()
             assert ignored["status"] == {"loadBalancer": {}}
             assert "ironlb.io/pool" not in ignored["metadata"].get("annotations", {})
-        finally:
-            stop_flag.set()
-            async with asyncio.timeout(30):
-                await operator
