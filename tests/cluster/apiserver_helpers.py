@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
+import aiohttp
 import kopf
 
 T = TypeVar("T")
@@ -89,3 +90,14 @@ async def running_operator(
         stop_flag.set()
         async with asyncio.timeout(30):
             await operator
+
+
+async def call(
+    http: aiohttp.ClientSession, method: str, path: str, expect: int, **kwargs: Any
+) -> dict[str, Any]:
+    """One request; asserts the status code and a JSON reply, returns the body."""
+    async with http.request(method, path, **kwargs) as rsp:
+        body: dict[str, Any] = await rsp.json(content_type=None)
+        assert rsp.status == expect, body
+        assert rsp.headers["Content-Type"].startswith("application/json")
+        return body

@@ -4,6 +4,7 @@
   the test's event loop, stopped afterwards.
 - ``kubeconfig``: the path of a kubeconfig for it in ``tmp_path`` (nothing
   global such as ``KUBECONFIG`` is set).
+- ``http``: an aiohttp session whose base URL is that server.
 - ``api_thread``: the same server on its own loop in a thread, for sync tests
   (e.g. the ``kubernetes`` client, whose calls block).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from ironlb.lab.apiserver import LocalApiServer, ServerThread, run_in_thread
@@ -26,6 +28,12 @@ async def apiserver() -> AsyncIterator[LocalApiServer]:
         yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture
+async def http(apiserver: LocalApiServer) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(apiserver.url) as session:
+        yield session
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from ironlb.lab.apiserver import LocalApiServer
-from tests.cluster.apiserver_helpers import eventually, running_operator, widget_crd
+from tests.cluster.apiserver_helpers import call, eventually, running_operator, widget_crd
 
 pytestmark = pytest.mark.cluster
 
@@ -67,12 +67,6 @@ async def webhook() -> AsyncIterator[Webhook]:
         await hook.stop()
 
 
-@pytest.fixture
-async def http(apiserver: LocalApiServer) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(apiserver.url) as session:
-        yield session
-
-
 def configuration(url: str, **webhook: Any) -> dict[str, Any]:
     hook = {
         "name": "cm.lab.ironlb.io",
@@ -90,15 +84,6 @@ def configuration(url: str, **webhook: Any) -> dict[str, Any]:
         **webhook,
     }
     return {"metadata": {"name": "lab"}, "webhooks": [hook]}
-
-
-async def call(
-    http: aiohttp.ClientSession, method: str, path: str, expect: int, **kwargs: Any
-) -> dict[str, Any]:
-    async with http.request(method, path, **kwargs) as rsp:
-        body: dict[str, Any] = await rsp.json(content_type=None)
-        assert rsp.status == expect, body
-        return body
 
 
 def unused_port() -> int:

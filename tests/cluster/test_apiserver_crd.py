@@ -3,35 +3,18 @@ routing, versions, scope, the status subresource, validation, and unregistration
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from ironlb.lab.apiserver import LocalApiServer
-from tests.cluster.apiserver_helpers import widget_crd
+from tests.cluster.apiserver_helpers import call, widget_crd
 
 pytestmark = pytest.mark.cluster
 
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 WIDGETS = "/apis/lab.ironlb.io/v1/namespaces/default/widgets"
 MERGE = {"Content-Type": "application/merge-patch+json"}
-
-
-@pytest.fixture
-async def http(apiserver: LocalApiServer) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(apiserver.url) as session:
-        yield session
-
-
-async def call(
-    http: aiohttp.ClientSession, method: str, path: str, expect: int, **kwargs: Any
-) -> dict[str, Any]:
-    async with http.request(method, path, **kwargs) as rsp:
-        body: dict[str, Any] = await rsp.json(content_type=None)
-        assert rsp.status == expect, body
-        return body
 
 
 def widget(name: str, size: int = 1) -> dict[str, Any]:

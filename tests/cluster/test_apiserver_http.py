@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 import yaml
 
 from ironlb.lab.apiserver import LocalApiServer, run_in_thread
+from tests.cluster.apiserver_helpers import call
 
 pytestmark = pytest.mark.cluster
 
@@ -22,22 +22,6 @@ SVC = "/api/v1/namespaces/default/services"
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/default/leases"
 MERGE = {"Content-Type": "application/merge-patch+json"}
 JSONPATCH = {"Content-Type": "application/json-patch+json"}
-
-
-@pytest.fixture
-async def http(apiserver: LocalApiServer) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(apiserver.url) as session:
-        yield session
-
-
-async def call(
-    http: aiohttp.ClientSession, method: str, path: str, expect: int, **kwargs: Any
-) -> dict[str, Any]:
-    async with http.request(method, path, **kwargs) as rsp:
-        body: dict[str, Any] = await rsp.json(content_type=None)
-        assert rsp.status == expect, body
-        assert rsp.headers["Content-Type"].startswith("application/json")
-        return body
 
 
 def assert_status(body: dict[str, Any], code: int, reason: str) -> None:
