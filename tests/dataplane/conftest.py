@@ -132,6 +132,26 @@ def dead_backend() -> Backend:
 
 
 @pytest.fixture
+async def blackhole() -> AsyncIterator[Backend]:
+    """A backend whose connects hang: a listener with a full accept queue drops SYNs."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(listener.getsockname())
+        fillers.append(filler)
+    await asyncio.sleep(0.2)
+    try:
+        yield Backend(ipaddress.ip_address("127.0.0.1"), listener.getsockname()[1])
+    finally:
+        for sock in [*fillers, listener]:
+            sock.close()
+
+
+@pytest.fixture
 async def backends() -> AsyncIterator[Backends]:
     pool = Backends()
     try:

@@ -84,34 +84,18 @@ async def test_no_ready_backend_closes_the_client(forwarder: Forwarder, backends
 
 
 async def test_connect_timeout_moves_on_to_the_next_backend(
-    forwarder: Forwarder, backends: Backends
+    forwarder: Forwarder, backends: Backends, blackhole: Backend
 ) -> None:
-    # A listener with a full accept queue drops SYNs: connects to it hang.
-    blackhole = socket.socket()
-    blackhole.bind(("127.0.0.1", 0))
-    blackhole.listen(0)
-    fillers = []
-    for _ in range(3):
-        filler = socket.socket()
-        filler.setblocking(False)
-        filler.connect_ex(blackhole.getsockname())
-        fillers.append(filler)
-    await asyncio.sleep(0.2)
-    try:
-        hole = Backend(ipaddress.ip_address("127.0.0.1"), blackhole.getsockname()[1])
-        alive = await backends.tcp("alive")
-        key = tcp_key()
-        opts = {key: ListenerOptions(connect_timeout=0.3)}
-        await forwarder.apply(state((key, [hole, alive])), opts)
-        name, _, writer = await asyncio.wait_for(greet(key), 10)
-        assert name == "alive"
-        writer.close()
-        stats = forwarder.stats.listeners[str(key)]
-        assert stats.backends[str(hole)].failed == 1
-        assert stats.retries == 1
-    finally:
-        for sock in [*fillers, blackhole]:
-            sock.close()
+    alive = await backends.tcp("alive")
+    key = tcp_key()
+    opts = {key: ListenerOptions(connect_timeout=0.3)}
+    await forwarder.apply(state((key, [blackhole, alive])), opts)
+    name, _, writer = await asyncio.wait_for(greet(key), 10)
+    assert name == "alive"
+    writer.close()
+    stats = forwarder.stats.listeners[str(key)]
+    assert stats.backends[str(blackhole)].failed == 1
+    assert stats.retries == 1
 
 
 async def test_half_close_keeps_the_other_direction_open(
@@ -256,38 +240,23 @@ async def test_listener_binds_to_an_address_not_on_the_node(forwarder: Forwarder
 
 
 async def test_bytes_sent_before_a_failed_connect_reach_the_next_backend(
-    forwarder: Forwarder, backends: Backends
+    forwarder: Forwarder, backends: Backends, blackhole: Backend
 ) -> None:
     """The client talks first; the first backend times out, the second gets
     everything (data and EOF) replayed."""
-    blackhole = socket.socket()
-    blackhole.bind(("127.0.0.1", 0))
-    blackhole.listen(0)
-    fillers = []
-    for _ in range(3):
-        filler = socket.socket()
-        filler.setblocking(False)
-        filler.connect_ex(blackhole.getsockname())
-        fillers.append(filler)
-    await asyncio.sleep(0.2)
-    try:
-        hole = Backend(ipaddress.ip_address("127.0.0.1"), blackhole.getsockname()[1])
-        key = tcp_key()
-        opts = {key: ListenerOptions(connect_timeout=0.3)}
-        await forwarder.apply(state((key, [hole, dead_backend(), await backends.tcp("b0")])), opts)
-        reader, writer = await asyncio.open_connection(str(key.vip), key.port)
-        payload = b"early bytes " * 1000
-        writer.write(payload)
-        writer.write_eof()
-        answer = await asyncio.wait_for(reader.read(), 10)
-        assert answer == b"b0\n" + payload
-        writer.close()
-        stats = forwarder.stats.listeners[str(key)]
-        assert stats.retries == 2
-        assert sum(b.failed for b in stats.backends.values()) == 2
-    finally:
-        for sock in [*fillers, blackhole]:
-            sock.close()
+    key = tcp_key()
+    opts = {key: ListenerOptions(connect_timeout=0.3)}
+    await forwarder.apply(state((key, [blackhole, dead_backend(), await backends.tcp("b0")])), opts)
+    reader, writer = await asyncio.open_connection(str(key.vip), key.port)
+    payload = b"early bytes " * 1000
+    writer.write(payload)
+    writer.write_eof()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    assert answer == b"b0\n" + payload
+    writer.close()
+    stats = forwarder.stats.listeners[str(key)]
+    assert stats.retries == 2
+    assert sum(b.failed for b in stats.backends.values()) == 2
 
 
 async def test_many_concurrent_clients_with_a_dead_backend(
