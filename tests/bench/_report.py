@@ -1,10 +1,13 @@
-"""Parsing and formatting shared by the benchmark scripts: wrk latencies,
-tool versions, table cells, and turning SIGTERM into a clean shutdown."""
+"""What the load benchmarks share: one load's sample, the medians over rounds,
+the throughput columns, wrk latencies, tool versions, table cells, and turning
+SIGTERM into a clean shutdown."""
 
 from __future__ import annotations
 
 import re
+import statistics
 import subprocess
+from dataclasses import dataclass, field
 from types import FrameType
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
@@ -33,3 +36,47 @@ def fmt(value: float | None, digits: int = 0) -> str:
 def raise_interrupt(signum: int, frame: FrameType | None) -> None:
     """A SIGTERM handler that unwinds like Ctrl-C, so ``finally`` blocks clean up."""
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+@dataclass
+class Sample:
+    """One load against one target in one round."""
+
+    value: float  # req/s, conn/s or Gbit/s
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    cpu_pct: float | None = None  # CPU as % of one core (what is charged: see each bench)
+    cpu_us_per_op: float | None = None  # per request / connection; bulk: CPU ms per GB
+    errors: int = 0
+
+
+@dataclass
+class Results:
+    """Every sample of a run, by (target, load); medians over the rounds."""
+
+    samples: dict[tuple[str, str], list[Sample]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    def add(self, target: str, load: str, sample: Sample) -> None:
+        self.samples.setdefault((target, load), []).append(sample)
+
+    def median(self, target: str, load: str, attr: str) -> float | None:
+        values = [
+            v for s in self.samples.get((target, load), []) if (v := getattr(s, attr)) is not None
+        ]
+        return statistics.median(values) if values else None
+
+    def errors(self, target: str, load: str) -> int:
+        return sum(s.errors for s in self.samples.get((target, load), []))
+
+
+# header, load, Sample attribute, digits
+LOAD_COLUMNS: list[tuple[str, str, str, int]] = [
+    ("keep-alive req/s", "keepalive", "value", 0),
+    ("p50 ms", "keepalive", "p50_ms", 2),
+    ("p99 ms", "keepalive", "p99_ms", 2),
+    ("new conn/s", "close", "value", 0),
+    ("p99 ms", "close", "p99_ms", 2),
+    ("bulk 1 stream Gbit/s", "bulk1", "value", 2),
+    ("bulk 4 streams Gbit/s", "bulk4", "value", 2),
+]

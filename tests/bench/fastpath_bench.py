@@ -32,17 +32,24 @@ import resource
 import secrets
 import shlex
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.bench._report import first_line, fmt, raise_interrupt, wrk_ms
+from tests.bench._report import (
+    LOAD_COLUMNS,
+    Results,
+    Sample,
+    first_line,
+    fmt,
+    raise_interrupt,
+    wrk_ms,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 IRONLB = REPO / ".venv" / "bin" / "ironlb"
@@ -66,30 +73,6 @@ TARGETS = (
     Target("haproxy", "HAProxy 1T (mode tcp)", "127.0.0.1:8080", ("127.0.0.1", 5301)),
     Target("ironlb", "ironlb nft fast path", f"{VIP}:80", (VIP, IPERF_PORT)),
 )
-
-
-@dataclass
-class Sample:
-    value: float  # req/s or Gbit/s
-    p50_ms: float | None = None
-    p99_ms: float | None = None
-    cpu_pct: float | None = None  # of one core, everything in the namespace
-    cpu_us_per_op: float | None = None  # per request / connection; bulk: CPU ms per GB
-    errors: int = 0
-
-
-@dataclass
-class Results:
-    samples: dict[tuple[str, str], list[Sample]] = field(default_factory=dict)
-
-    def add(self, target: str, load: str, sample: Sample) -> None:
-        self.samples.setdefault((target, load), []).append(sample)
-
-    def median(self, target: str, load: str, attr: str) -> float | None:
-        values = [
-            v for s in self.samples.get((target, load), []) if (v := getattr(s, attr)) is not None
-        ]
-        return statistics.median(values) if values else None
 
 
 # --------------------------------------------------------------------------- the namespace
@@ -319,15 +302,6 @@ def run_load(ns: Netns, target: Target, load: str, args: argparse.Namespace) -> 
 
 # --------------------------------------------------------------------------- report
 
-COLUMNS: list[tuple[str, str, str, int]] = [
-    ("keep-alive req/s", "keepalive", "value", 0),
-    ("p50 ms", "keepalive", "p50_ms", 2),
-    ("p99 ms", "keepalive", "p99_ms", 2),
-    ("new conn/s", "close", "value", 0),
-    ("p99 ms", "close", "p99_ms", 2),
-    ("bulk 1 stream Gbit/s", "bulk1", "value", 2),
-    ("bulk 4 streams Gbit/s", "bulk4", "value", 2),
-]
 CPU_COLUMNS: list[tuple[str, str, str, int]] = [
     ("CPU µs/request", "keepalive", "cpu_us_per_op", 1),
     ("CPU µs/connection", "close", "cpu_us_per_op", 1),
@@ -373,7 +347,7 @@ def render(
         f" --latency (new connections: plus `-H 'Connection: close'`); iperf3"
         f" -t{args.iperf_seconds:g} -P 1 and -P 4.",
         "",
-        *_table(results, COLUMNS),
+        *_table(results, LOAD_COLUMNS),
         "",
         "CPU of everything in the namespace (client, backends, proxy; the kernel's NAT and"
         " TCP work is charged to these processes), from /proc/PID/stat and the clients'"

@@ -27,13 +27,12 @@ import re
 import shlex
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.bench._procs import (
@@ -44,7 +43,15 @@ from tests.bench._procs import (
     process_tree,
     wait_for_port,
 )
-from tests.bench._report import first_line, fmt, raise_interrupt, wrk_ms
+from tests.bench._report import (
+    LOAD_COLUMNS,
+    Results,
+    Sample,
+    first_line,
+    fmt,
+    raise_interrupt,
+    wrk_ms,
+)
 
 APT_PACKAGES = ("haproxy", "nginx-light", "libnginx-mod-stream", "wrk", "iperf3")
 STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
@@ -257,18 +264,6 @@ def start_reference(procs: ProcessSet, tmp: Path, be: Backends, workers: int) ->
 # --------------------------------------------------------------------------- loads
 
 
-@dataclass
-class Sample:
-    """One load against one target in one round."""
-
-    value: float  # req/s, conn/s or Gbit/s
-    p50_ms: float | None = None
-    p99_ms: float | None = None
-    cpu_pct: float | None = None  # proxy CPU as % of one core
-    cpu_us_per_op: float | None = None  # proxy CPU microseconds per request/connection
-    errors: int = 0
-
-
 def parse_wrk(out: str) -> tuple[float, int, float, float, int]:
     """(requests/s, requests, p50 ms, p99 ms, socket errors + non-2xx) from wrk output."""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
@@ -345,40 +340,12 @@ def run_load(target: Target, load: str, wrk_s: float, iperf_s: float) -> Sample:
 # --------------------------------------------------------------------------- report
 
 
-@dataclass
-class Results:
-    samples: dict[tuple[str, str], list[Sample]] = field(default_factory=dict)
-    failures: list[str] = field(default_factory=list)
-
-    def add(self, target: str, load: str, sample: Sample) -> None:
-        self.samples.setdefault((target, load), []).append(sample)
-
-    def median(self, target: str, load: str, attr: str) -> float | None:
-        values = [
-            v for s in self.samples.get((target, load), []) if (v := getattr(s, attr)) is not None
-        ]
-        return statistics.median(values) if values else None
-
-    def errors(self, target: str, load: str) -> int:
-        return sum(s.errors for s in self.samples.get((target, load), []))
-
-
 def _ratio(a: float | None, b: float | None) -> str:
     if a is None or not b:
         return "n/a"
     return f"{a / b:.2f}"
 
 
-COLUMNS: list[tuple[str, str, str, int]] = [
-    # header, load, Sample attribute, digits
-    ("keep-alive req/s", "keepalive", "value", 0),
-    ("p50 ms", "keepalive", "p50_ms", 2),
-    ("p99 ms", "keepalive", "p99_ms", 2),
-    ("new conn/s", "close", "value", 0),
-    ("p99 ms", "close", "p99_ms", 2),
-    ("bulk 1 stream Gbit/s", "bulk1", "value", 2),
-    ("bulk 4 streams Gbit/s", "bulk4", "value", 2),
-]
 CPU_COLUMNS: list[tuple[str, str, str, int]] = [
     ("CPU % keep-alive", "keepalive", "cpu_pct", 0),
     ("CPU µs/request", "keepalive", "cpu_us_per_op", 1),
@@ -431,7 +398,7 @@ def render(
         f" (new connections: plus `-H 'Connection: close'`); iperf3 -t{args.iperf_seconds:g}"
         " -P 1 and -P 4.",
         "",
-        *_table(results, targets, COLUMNS),
+        *_table(results, targets, LOAD_COLUMNS),
         "",
         "Proxy CPU (sum of utime+stime of all the proxy's processes and threads, from"
         " /proc/PID/stat, over each load; 100 % = one core):",
