@@ -328,7 +328,7 @@ class Supervisor:
         if self._stopping or self._stop.is_set():
             return
         self._spawn(index)
-        self._send(self.workers[index])
+        self._send(self.workers[index], self._apply_message())
 
     # -- state -----------------------------------------------------------------
 
@@ -349,11 +349,16 @@ class Supervisor:
         state = self._desired()
         if state == self.state and self.generation > 0:
             return
+        self._publish(state)
+
+    def _publish(self, state: DesiredState) -> None:
+        """Make ``state`` the next generation: the kernel table, then every worker."""
         self.state = state
         self.generation += 1
         self._apply_fastpath()
+        message = self._apply_message()
         for worker in self.workers.values():
-            self._send(worker)
+            self._send(worker, message)
 
     def _only(self, mode: Mode) -> DesiredState:
         """The part of the current state forwarded by ``mode``."""
@@ -406,11 +411,14 @@ class Supervisor:
         log.info("fast path: table inet ironlb removed")
         return True
 
-    def _send(self, worker: _Worker) -> None:
+    def _apply_message(self) -> tuple[str, int, DesiredState, dict[ListenerKey, ListenerOptions]]:
+        """What a worker is sent: the proxy part of the state and its options."""
         options: Mapping[ListenerKey, ListenerOptions] = self.config.options()
+        return ("apply", self.generation, self._only("proxy"), dict(options))
+
+    def _send(self, worker: _Worker, message: tuple[Any, ...]) -> None:
         try:
-            state = self._only("proxy")
-            worker.conn.send(("apply", self.generation, state, dict(options)))
+            worker.conn.send(message)
         except OSError as exc:
             log.error("worker %d: cannot send the state: %s", worker.index, exc)
 
@@ -429,11 +437,7 @@ class Supervisor:
         self._health.update(self._checks())
         options_changed = changed and self.generation > 0
         if options_changed:
-            self.generation += 1
-            self.state = self._desired()
-            self._apply_fastpath()
-            for worker in self.workers.values():
-                self._send(worker)
+            self._publish(self._desired())
         log.info("reloaded %s (%s)", self.config_path, "changed" if changed else "unchanged")
         if changed and self._started.is_set():
             task = asyncio.ensure_future(self._sync_announcement())
