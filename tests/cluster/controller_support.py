@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import kopf
@@ -15,8 +15,7 @@ import yaml
 from ironlb.lab.apiserver import LocalApiServer
 from ironlb.operator.controller import AllocationController
 from ironlb.operator.controller_runtime import ControllerConfig, run_controller
-
-T = TypeVar("T")
+from tests.cluster.apiserver_helpers import eventually
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "charts/ironlb/crds/ipaddresspools.ironlb.io.yaml"
 POOLS = "/apis/ironlb.io/v1alpha1/ipaddresspools"
@@ -65,18 +64,6 @@ def service_body(
 def ingress_ips(service: dict[str, Any]) -> list[str]:
     ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
     return [entry["ip"] for entry in ingress]
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T | None]], *, timeout: float = 30.0, interval: float = 0.05
-) -> T:
-    """Poll ``probe`` until it returns something truthy (hang guard: ``timeout``)."""
-    async with asyncio.timeout(timeout):
-        while True:
-            result = await probe()
-            if result:
-                return result
-            await asyncio.sleep(interval)
 
 
 class Api:

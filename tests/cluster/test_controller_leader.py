@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from ironlb.lab.apiserver import LocalApiServer
+from tests.cluster.apiserver_helpers import eventually
 from tests.cluster.controller_support import (
     LEASES,
     POOLS,
     Api,
     api_client,
-    eventually,
     ingress_ips,
     pool_body,
     service_body,

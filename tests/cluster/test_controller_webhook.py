@@ -16,10 +16,10 @@ import pytest
 
 from ironlb.lab.apiserver import LocalApiServer
 from ironlb.operator.kopf_handlers import VALIDATE_POOL_ID
+from tests.cluster.apiserver_helpers import eventually
 from tests.cluster.controller_support import (
     POOLS,
     api_client,
-    eventually,
     pool_body,
     running_controller,
 )
