@@ -7,9 +7,10 @@ number; every error names the file, the line and the field, e.g.::
 
 The result converts to the :class:`~ironlb.dataplane.state.DesiredState` the
 forwarder applies, plus per-listener :class:`ListenerOptions` and health-check
-settings. A listener's ``mode`` (``proxy``, the default, or ``nftables``;
-also settable for all listeners under ``defaults``) picks the userspace proxy
-or the kernel fast path. The optional ``announce`` section is validated and exposed as
+settings. A listener's ``mode`` (``proxy``, the default, or ``kernel``, also
+spelt ``nftables``; settable for all listeners under ``defaults``) picks the
+userspace proxy or the kernel fast path; ``source_ranges`` (CIDRs) limits who
+may connect. The optional ``announce`` section is validated and exposed as
 :class:`AnnounceConfig` for the ARP/NDP announcer; the forwarder ignores it.
 """
 
@@ -18,22 +19,27 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal, TypeVar
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import yaml
 
+from ironlb.common.addresses import IPAddress, IPNetwork, vip_problem
+from ironlb.common.ifnames import interface_name_problem
+from ironlb.common.protocols import PROTOCOLS, Protocol
+from ironlb.dataplane.settings import AnnounceConfig, GarpConfig
 from ironlb.dataplane.state import (
     Backend,
     DesiredState,
-    IPAddress,
     ListenerKey,
-    Protocol,
+    ListenerOptions,
+    ListenerSpec,
+    Mode,
 )
 
 T = TypeVar("T")
-Mode = Literal["proxy", "nftables"]
-MODES: tuple[Mode, ...] = ("proxy", "nftables")
+#: ``mode`` values the file accepts; ``nftables`` is the older name of ``kernel``.
+MODE_NAMES: dict[str, Mode] = {"proxy": "proxy", "kernel": "kernel", "nftables": "kernel"}
 
 _INT_TAG = "tag:yaml.org,2002:int"
 _FLOAT_TAG = "tag:yaml.org,2002:float"
@@ -55,24 +61,6 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class ListenerOptions:
-    """Per-listener tunables (times in seconds).
-
-    ``mode`` picks who forwards: ``proxy`` (the userspace workers) or
-    ``nftables`` (kernel DNAT, :mod:`ironlb.dataplane.fastpath`; the proxy
-    tunables do not apply to it).
-    """
-
-    mode: Mode = "proxy"
-    connect_timeout: float = 5.0
-    idle_timeout: float = 300.0
-    retries: int = 2
-    max_connections: int = 10000
-    udp_session_timeout: float = 30.0
-    udp_max_sessions: int = 10000
-
-
-@dataclass(frozen=True)
 class HealthCheck:
     """An active TCP connect check per backend, HAProxy-style rise/fall."""
 
@@ -81,22 +69,6 @@ class HealthCheck:
     rise: int = 2
     fall: int = 3
     port: int | None = None  # check this port instead of the backend's
-
-
-@dataclass(frozen=True)
-class GarpConfig:
-    """When to send gratuitous ARP / unsolicited NA after taking a VIP over."""
-
-    repeat: tuple[float, ...] = (0.0, 0.5, 2.0)
-    refresh: float = 30.0
-
-
-@dataclass(frozen=True)
-class AnnounceConfig:
-    """The optional ``announce`` section (used by the announcer, not the forwarder)."""
-
-    interfaces: tuple[str, ...] = ()
-    garp: GarpConfig = field(default_factory=GarpConfig)
 
 
 @dataclass(frozen=True)
@@ -122,20 +94,22 @@ class ForwardConfig:
         """The listeners forwarded by ``mode``."""
         return frozenset(lst.key for lst in self.listeners if lst.options.mode == mode)
 
-    def options(self) -> dict[ListenerKey, ListenerOptions]:
-        return {lst.key: lst.options for lst in self.listeners}
-
     def desired_state(
         self, down: Callable[[ListenerKey, Backend], bool] | None = None
     ) -> DesiredState:
-        """The state to apply; ``down(key, backend)`` marks backends not ready."""
-        entries = []
+        """The state to apply; ``down(key, backend)`` marks backends not ready.
+
+        With an ``announce`` section the node owns every listener address
+        (``vips``); without one it owns none and only listens.
+        """
+        listeners: dict[ListenerKey, ListenerSpec] = {}
         for lst in self.listeners:
             backends = lst.backends
             if down is not None:
                 backends = tuple(replace(b, ready=not down(lst.key, b)) for b in backends)
-            entries.append((lst.key, backends))
-        return DesiredState.build(entries)
+            listeners[lst.key] = ListenerSpec(backends, lst.options)
+        vips = frozenset(lst.key.vip for lst in self.listeners) if self.announce else frozenset()
+        return DesiredState(listeners=listeners, vips=vips)
 
 
 # --------------------------------------------------------------------------- parsing
@@ -235,6 +209,7 @@ _OPTION_FIELDS = {
     "max_connections": False,
     "session_timeout": False,
     "max_sessions": False,
+    "source_ranges": False,
     "health_check": False,
 }
 _LISTENER = {
@@ -310,11 +285,13 @@ def _options(
     if "mode" in fields:
         mnode = fields["mode"]
         mode = ctx.scalar(mnode)
-        if mode not in MODES:
+        if not isinstance(mode, str) or mode not in MODE_NAMES:
             raise ctx.error(
-                mnode, f"{path}.mode", f"must be proxy or nftables, got {ctx.describe(mnode)}"
+                mnode,
+                f"{path}.mode",
+                f"must be proxy or kernel (or nftables, its older name), got {ctx.describe(mnode)}",
             )
-        opts = replace(opts, mode="nftables" if mode == "nftables" else "proxy")
+        opts = replace(opts, mode=MODE_NAMES[mode])
     if "connect_timeout" in fields:
         value = ctx.number(fields["connect_timeout"], f"{path}.connect_timeout", 0, strict=True)
         opts = replace(opts, connect_timeout=value)
@@ -332,9 +309,23 @@ def _options(
     if "max_sessions" in fields:
         value_i = ctx.integer(fields["max_sessions"], f"{path}.max_sessions", 1)
         opts = replace(opts, udp_max_sessions=value_i)
+    if "source_ranges" in fields:
+        opts = replace(opts, source_ranges=_networks(ctx, fields["source_ranges"], path))
     if "health_check" in fields:
         health = _health(ctx, fields["health_check"], f"{path}.health_check")
     return opts, health
+
+
+def _networks(ctx: _Ctx, node: yaml.Node, path: str) -> tuple[IPNetwork, ...]:
+    nets: list[IPNetwork] = []
+    for k, item in enumerate(ctx.sequence(node, f"{path}.source_ranges")):
+        where = f"{path}.source_ranges[{k}]"
+        text = ctx.string(item, where)
+        try:
+            nets.append(ipaddress.ip_network(text, strict=True))
+        except ValueError as exc:
+            raise ctx.error(item, where, f"must be a CIDR such as 198.18.0.0/24: {exc}") from None
+    return tuple(nets)
 
 
 def _health(ctx: _Ctx, node: yaml.Node, path: str) -> HealthCheck | None:
@@ -373,7 +364,7 @@ def _listener(
     if "protocol" in fields:
         pnode = fields["protocol"]
         value = ctx.scalar(pnode)
-        if value not in ("tcp", "udp"):
+        if value not in PROTOCOLS:
             raise ctx.error(
                 pnode, f"{path}.protocol", f"must be tcp or udp, got {ctx.describe(pnode)}"
             )
@@ -440,14 +431,12 @@ def _announce(ctx: _Ctx, node: yaml.Node) -> AnnounceConfig:
     if "interfaces" in fields:
         for k, inode in enumerate(ctx.sequence(fields["interfaces"], "announce.interfaces")):
             name = ctx.string(inode, f"announce.interfaces[{k}]")
-            if (
-                len(name) > 15
-                or "/" in name
-                or name in (".", "..")
-                or any(c.isspace() for c in name)
-            ):
+            problem = interface_name_problem(name)
+            if problem is not None:
                 raise ctx.error(
-                    inode, f"announce.interfaces[{k}]", f"not a valid interface name: {name!r}"
+                    inode,
+                    f"announce.interfaces[{k}]",
+                    f"not a valid interface name: {name!r} {problem}",
                 )
             interfaces.append(name)
     garp = GarpConfig()
@@ -467,7 +456,8 @@ def _announce(ctx: _Ctx, node: yaml.Node) -> AnnounceConfig:
 
 def _check_announceable(ctx: _Ctx, node: yaml.Node, path: str, vip: IPAddress) -> None:
     """With ``announce``, every listener address is a VIP owned on the LAN."""
-    if vip.is_loopback or vip.is_unspecified or vip.is_multicast or vip.is_link_local:
+    problem = vip_problem(vip)
+    if problem is not None:
         where = node
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
@@ -476,6 +466,6 @@ def _check_announceable(ctx: _Ctx, node: yaml.Node, path: str, vip: IPAddress) -
         raise ctx.error(
             where,
             f"{path}.address",
-            f"{vip} cannot be announced on the LAN (loopback, unspecified, multicast and "
-            "link-local addresses need no 'announce')",
+            f"{vip} is {problem} and cannot be announced on the LAN (loopback, unspecified, "
+            "multicast, broadcast and link-local addresses need no 'announce')",
         )

@@ -31,6 +31,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--log-level", choices=("debug", "info", "warning", "error"), default="info"
     )
     parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="on SIGTERM, after the VIPs stop being announced, let open connections "
+        "finish for up to S seconds before closing them (default: 0)",
+    )
+    parser.add_argument(
         "--check", action="store_true", help="only validate the config file and exit"
     )
 
@@ -47,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         print(f"{args.config}: OK ({len(config.listeners)} listener(s))")
         return 0
+    if not 0 <= args.drain_seconds < 86400:
+        print("ironlb forward: --drain-seconds must be 0-86399", file=sys.stderr)
+        return 2
     if args.workers < 0:
         print("ironlb forward: --workers must be >= 0", file=sys.stderr)
         return 2
@@ -62,15 +73,19 @@ def run(args: argparse.Namespace) -> int:
 
     import uvloop
 
-    from ironlb.dataplane.forwarder.workers import Supervisor
+    from ironlb.dataplane.forward_service import ForwardService
+    from ironlb.dataplane.settings import DataPlaneSettings
 
-    workers = args.workers or len(os.sched_getaffinity(0))
-    supervisor = Supervisor(
-        args.config,
-        config,
-        workers,
+    settings = DataPlaneSettings(
+        workers=args.workers or len(os.sched_getaffinity(0)),
         log_format=args.log_format,
         log_level=args.log_level,
-        metrics_address=args.metrics_address,
     )
-    return uvloop.run(supervisor.run())
+    service = ForwardService(
+        args.config,
+        config,
+        settings,
+        metrics_address=args.metrics_address,
+        drain_seconds=args.drain_seconds,
+    )
+    return uvloop.run(service.run())

@@ -14,8 +14,8 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from ironlb.dataplane.config import AnnounceConfig
 from ironlb.dataplane.l2.announcer import Announcer
+from ironlb.dataplane.settings import AnnounceConfig
 from ironlb.dataplane.state import IPAddress
 from ironlb.dataplane.vip import VipBinder
 
@@ -72,6 +72,12 @@ class VipAnnouncement:
         await self._binder.sync_async(wanted)
         self._announcer.set_owned(kept | added)
         self._vips = wanted
+
+    def withdraw(self) -> None:
+        """Stop answering and announcing every VIP at once, but keep them bound on
+        ``lo``: connections whose packets still reach this host are served until
+        :meth:`stop` (a graceful hand-over: peers take the VIPs over meanwhile)."""
+        self._announcer.set_owned(())
 
     async def stop(self) -> None:
         """Stop announcing, then remove every VIP this host bound."""

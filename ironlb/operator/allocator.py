@@ -53,7 +53,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from ironlb.dataplane.state import IPAddress
+from ironlb.common.addresses import IPAddress
+from ironlb.common.protocols import KUBERNETES_PROTOCOLS
 from ironlb.operator.ipranges import IPRange, to_address
 from ironlb.operator.pools import Pool, find_overlaps
 
@@ -72,7 +73,7 @@ __all__ = [
 
 FAMILY_POLICIES = ("SingleStack", "PreferDualStack", "RequireDualStack")
 TRAFFIC_POLICIES = ("Cluster", "Local")
-PROTOCOLS = ("TCP", "UDP", "SCTP")
+PROTOCOLS = KUBERNETES_PROTOCOLS
 INT64_MAX = 2**63 - 1
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ironlb.common.kubetime import format_micro_time, format_time
 from ironlb.operator.k8s_adapter import ApiError, KubeApi
 from ironlb.operator.worker_tasks import WorkerTasks
 
@@ -43,8 +44,8 @@ def build_event(
 ) -> dict[str, Any]:
     """A core/v1 Event body about ``involved`` (a Service object)."""
     meta = involved.get("metadata") or {}
-    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    micro = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    stamp = format_time(now)
+    micro = format_micro_time(now)
     namespace = meta.get("namespace") or "default"
     return {
         "apiVersion": "v1",

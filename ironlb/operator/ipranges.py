@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from ironlb.dataplane.state import IPAddress
+from ironlb.common.addresses import IPAddress
 
 __all__ = [
     "IPRange",

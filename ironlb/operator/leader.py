@@ -24,8 +24,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
+
+from ironlb.common.kubetime import format_micro_time
+from ironlb.common.kubetime import parse_time as parse_micro_time
 
 __all__ = [
     "Action",
@@ -43,24 +46,6 @@ class Action(enum.Enum):
     RENEW = "renew"
     TAKEOVER = "takeover"
     STANDBY = "standby"
-
-
-def format_micro_time(moment: datetime) -> str:
-    """Kubernetes ``MicroTime``: RFC 3339, UTC, microseconds (``...T10:00:00.000000Z``)."""
-    if moment.tzinfo is None:
-        raise ValueError("a lease time must be timezone-aware")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_micro_time(text: object) -> datetime | None:
-    """Parse a ``MicroTime``/``Time`` string; ``None`` for a missing or malformed value."""
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from ironlb.common.kubetime import format_time
 from ironlb.operator.allocator import PoolUsage
 from ironlb.operator.k8s_adapter import ApiError, KubeApi
 
@@ -39,7 +40,7 @@ def _condition(
     generation: int | None,
 ) -> dict[str, Any]:
     value = "True" if status else "False"
-    since = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    since = format_time(now)
     for old in previous:
         if (
             old.get("type") == type_

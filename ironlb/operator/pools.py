@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from ironlb.dataplane.state import IPAddress
+from ironlb.common.addresses import IPAddress
+from ironlb.common.ifnames import interface_name_problem
 from ironlb.operator.ipranges import IPRange, RangeError, is_buggy, parse_range
 
 __all__ = [
@@ -299,8 +300,11 @@ def _parse_l2(obj: Any, path: str) -> L2Scope:
         for i, name in enumerate(_list(obj.get("interfaces") or [], f"{path}.interfaces"))
     )
     for i, name in enumerate(interfaces):
-        if not name or len(name) > 15 or "/" in name or any(c.isspace() for c in name):
-            raise PoolError(f"{path}.interfaces[{i}]", f"{name!r} is not a valid interface name")
+        problem = interface_name_problem(name)
+        if problem is not None:
+            raise PoolError(
+                f"{path}.interfaces[{i}]", f"{name!r} is not a valid interface name: it {problem}"
+            )
     return L2Scope(_selectors(obj.get("nodeSelectors"), f"{path}.nodeSelectors"), interfaces)
 
 

@@ -23,7 +23,8 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
-from ironlb.dataplane.state import IPAddress
+from ironlb.common.addresses import IPAddress
+from ironlb.common.protocols import KUBERNETES_PROTOCOLS
 from ironlb.operator.allocator import ServiceKey, ServiceRequest
 
 __all__ = [
@@ -49,7 +50,6 @@ DEFAULT_LOAD_BALANCER_CLASS = "ironlb.io/ironlb"
 _FAMILIES = {"IPv4": 4, "IPv6": 6}
 _FAMILY_POLICIES = ("SingleStack", "PreferDualStack", "RequireDualStack")
 _TRAFFIC_POLICIES = ("Cluster", "Local")
-_PROTOCOLS = ("TCP", "UDP", "SCTP")
 
 
 class ServiceRequestError(ValueError):
@@ -148,7 +148,7 @@ def _ports(spec: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
             raise ServiceRequestError(f"spec.ports[{i}] must be an object")
         protocol = entry.get("protocol") or "TCP"
         port = entry.get("port")
-        if protocol not in _PROTOCOLS:
+        if protocol not in KUBERNETES_PROTOCOLS:
             raise ServiceRequestError(f"spec.ports[{i}].protocol: unknown protocol {protocol!r}")
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             raise ServiceRequestError(f"spec.ports[{i}].port: {port!r} is not a port number")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ironlb.dataplane.state import IPAddress
+from ironlb.common.addresses import IPAddress
 from ironlb.operator.allocator import ServiceKey
 from ironlb.operator.k8s_adapter import ApiError, KubeApi
 from ironlb.operator.service_request import ALLOCATED_FROM_POOL

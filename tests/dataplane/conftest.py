@@ -17,7 +17,7 @@ import pytest
 import uvloop
 
 from ironlb.dataplane.forwarder.listeners import Forwarder
-from ironlb.dataplane.state import Backend, DesiredState, ListenerKey
+from ironlb.dataplane.state import Backend, DesiredState, ListenerKey, ListenerOptions
 
 LOCAL = ipaddress.ip_address("127.0.0.1")
 
@@ -180,8 +180,11 @@ def udp_key(port: int | None = None, host: str = "127.0.0.1") -> ListenerKey:
     )
 
 
-def state(*entries: tuple[ListenerKey, list[Backend]]) -> DesiredState:
-    return DesiredState.build(entries)
+def state(
+    *entries: tuple[ListenerKey, list[Backend]],
+    options: dict[ListenerKey, ListenerOptions] | None = None,
+) -> DesiredState:
+    return DesiredState.build(entries, options)
 
 
 async def greet(key: ListenerKey) -> tuple[str, asyncio.StreamReader, asyncio.StreamWriter]:

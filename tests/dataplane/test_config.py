@@ -12,13 +12,12 @@ import pytest
 
 from ironlb.dataplane.config import (
     ConfigError,
-    GarpConfig,
     HealthCheck,
-    ListenerOptions,
     load_config,
     parse_config,
 )
-from ironlb.dataplane.state import Backend, ListenerKey
+from ironlb.dataplane.settings import GarpConfig
+from ironlb.dataplane.state import Backend, ListenerKey, ListenerOptions
 
 ip = ipaddress.ip_address
 
@@ -58,12 +57,12 @@ def test_a_good_file_becomes_state_options_and_announce() -> None:
     tcp = ListenerKey(ip("127.0.0.1"), "tcp", 8080)
     udp = ListenerKey(ip("::1"), "udp", 53)
     state = config.desired_state()
-    assert state.listeners == {
+    assert {k: s.backends for k, s in state.listeners.items()} == {
         tcp: tuple(Backend(ip("127.0.0.1"), p) for p in (9001, 9002, 9003)),
         udp: (Backend(ip("::1"), 5353),),
     }
-    assert state.vips == frozenset({ip("127.0.0.1"), ip("::1")})
-    options = config.options()
+    assert state.vips == frozenset()  # no announce section: nothing is owned
+    options = {k: s.options for k, s in state.listeners.items()}
     assert options[tcp] == ListenerOptions(connect_timeout=2.0, max_connections=100)
     assert options[udp] == ListenerOptions(
         connect_timeout=2.0, udp_session_timeout=10.0, udp_max_sessions=50
@@ -75,6 +74,8 @@ def test_a_good_file_becomes_state_options_and_announce() -> None:
     assert announced.announce is not None
     assert announced.announce.interfaces == ("eth0", "bond0.100")
     assert announced.announce.garp == GarpConfig(repeat=(0.0, 0.5, 2.0), refresh=30.0)
+    owned = announced.desired_state().vips
+    assert owned == frozenset({ip("198.18.0.200"), ip("fd00:198:18::200")})
 
 
 def test_the_minimal_file_from_the_readme() -> None:
@@ -83,13 +84,13 @@ def test_the_minimal_file_from_the_readme() -> None:
         '    backends: ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"]\n'
     )
     assert config.announce is None
-    assert len(config.desired_state().listeners[config.listeners[0].key]) == 3
+    assert len(config.desired_state().backends(config.listeners[0].key)) == 3
 
 
 def test_health_verdicts_mark_backends_not_ready() -> None:
     config = parse_config(GOOD)
     state = config.desired_state(lambda key, b: b.port == 9002)
-    ready = {b.port: b.ready for b in state.listeners[config.listeners[0].key]}
+    ready = {b.port: b.ready for b in state.backends(config.listeners[0].key)}
     assert ready == {9001: True, 9002: False, 9003: True}
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 
-from ironlb.dataplane.config import ListenerOptions
 from ironlb.dataplane.forwarder.listeners import Forwarder
-from ironlb.dataplane.state import Backend
+from ironlb.dataplane.state import Backend, ListenerOptions
 
 from .conftest import Backends, greet, state, tcp_key, udp_key, who
 
@@ -76,7 +75,7 @@ async def test_removed_udp_listener_keeps_sessions_until_idle(
 ) -> None:
     key = udp_key()
     opts = {key: ListenerOptions(udp_session_timeout=0.4)}
-    await forwarder.apply(state((key, [await backends.udp_server("u0")])), opts)
+    await forwarder.apply(state((key, [await backends.udp_server("u0")]), options=opts))
     loop = asyncio.get_running_loop()
     replies: asyncio.Queue[bytes] = asyncio.Queue()
 

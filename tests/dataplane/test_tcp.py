@@ -10,10 +10,9 @@ import socket
 
 import pytest
 
-from ironlb.dataplane.config import ListenerOptions
 from ironlb.dataplane.forwarder.listeners import Forwarder
 from ironlb.dataplane.forwarder.tcp import TcpListener
-from ironlb.dataplane.state import Backend, ListenerKey
+from ironlb.dataplane.state import Backend, ListenerKey, ListenerOptions
 
 from .conftest import Backends, dead_backend, free_port, greet, state, tcp_key, who
 
@@ -89,7 +88,7 @@ async def test_connect_timeout_moves_on_to_the_next_backend(
     alive = await backends.tcp("alive")
     key = tcp_key()
     opts = {key: ListenerOptions(connect_timeout=0.3)}
-    await forwarder.apply(state((key, [blackhole, alive])), opts)
+    await forwarder.apply(state((key, [blackhole, alive]), options=opts))
     name, _, writer = await asyncio.wait_for(greet(key), 10)
     assert name == "alive"
     writer.close()
@@ -145,7 +144,7 @@ async def test_connection_limit_closes_extra_clients(
 ) -> None:
     key = tcp_key()
     opts = {key: ListenerOptions(max_connections=3)}
-    await forwarder.apply(state((key, [await backends.tcp("b0")])), opts)
+    await forwarder.apply(state((key, [await backends.tcp("b0")]), options=opts))
     held = [await greet(key) for _ in range(3)]
     reader, writer = await asyncio.open_connection(str(key.vip), key.port)
     try:
@@ -165,7 +164,7 @@ async def test_connection_limit_closes_extra_clients(
 async def test_idle_connections_are_closed(forwarder: Forwarder, backends: Backends) -> None:
     key = tcp_key()
     opts = {key: ListenerOptions(idle_timeout=0.4)}
-    await forwarder.apply(state((key, [await backends.tcp("b0")])), opts)
+    await forwarder.apply(state((key, [await backends.tcp("b0")]), options=opts))
     _, reader, writer = await greet(key)
     with contextlib.suppress(ConnectionResetError):  # closed by the proxy: EOF or reset
         assert await asyncio.wait_for(reader.read(), 10) == b""
@@ -246,7 +245,9 @@ async def test_bytes_sent_before_a_failed_connect_reach_the_next_backend(
     everything (data and EOF) replayed."""
     key = tcp_key()
     opts = {key: ListenerOptions(connect_timeout=0.3)}
-    await forwarder.apply(state((key, [blackhole, dead_backend(), await backends.tcp("b0")])), opts)
+    await forwarder.apply(
+        state((key, [blackhole, dead_backend(), await backends.tcp("b0")]), options=opts)
+    )
     reader, writer = await asyncio.open_connection(str(key.vip), key.port)
     payload = b"early bytes " * 1000
     writer.write(payload)
@@ -353,3 +354,27 @@ async def test_upstream_descriptors_are_closed_once_and_not_leaked(
     await close_backend_sides(backends)
     assert open_descriptors() == before
     assert not loop_errors
+
+
+async def test_source_ranges_refuse_other_clients_and_options_apply_declaratively(
+    forwarder: Forwarder, backends: Backends
+) -> None:
+    b0 = await backends.tcp("b0")
+    key = tcp_key()
+    elsewhere = {key: ListenerOptions(source_ranges=(ipaddress.ip_network("198.18.0.0/24"),))}
+    await forwarder.apply(state((key, [b0]), options=elsewhere))
+    reader, writer = await asyncio.open_connection(str(key.vip), key.port)
+    try:
+        data = await asyncio.wait_for(reader.read(), 5)
+    except ConnectionResetError:
+        data = b""
+    assert data == b""  # 127.0.0.1 is not in 198.18.0.0/24: closed at once
+    writer.close()
+    assert forwarder.stats.listeners[str(key)].rejected_source == 1
+    assert backends.counts == {}
+    here = {key: ListenerOptions(source_ranges=(ipaddress.ip_network("127.0.0.0/8"),))}
+    await forwarder.apply(state((key, [b0]), options=here))  # same backends, new options
+    assert await who(key) == "b0"
+    await forwarder.apply(state((key, [b0])))  # options back to the defaults: everyone
+    assert await who(key) == "b0"
+    assert forwarder.listeners[key].options == ListenerOptions()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 
 import pytest
 
-from ironlb.dataplane.config import ListenerOptions
 from ironlb.dataplane.forwarder.listeners import Forwarder
-from ironlb.dataplane.state import Backend, ListenerKey
+from ironlb.dataplane.state import Backend, ListenerKey, ListenerOptions
 
 from .conftest import LOCAL, Backends, state, udp_key
 
@@ -31,11 +31,13 @@ async def client(key: ListenerKey) -> tuple[asyncio.DatagramTransport, Client]:
     return transport, proto
 
 
-async def ask(key: ListenerKey, payload: bytes) -> tuple[bytes, tuple[str, int]]:
+async def ask(
+    key: ListenerKey, payload: bytes, timeout: float = 5
+) -> tuple[bytes, tuple[str, int]]:
     transport, proto = await client(key)
     try:
         transport.sendto(payload, (str(key.vip), key.port))
-        return await asyncio.wait_for(proto.replies.get(), 5)
+        return await asyncio.wait_for(proto.replies.get(), timeout)
     finally:
         transport.close()
 
@@ -87,7 +89,7 @@ async def test_a_client_keeps_its_session_and_backend(
 async def test_idle_sessions_expire(forwarder: Forwarder, backends: Backends) -> None:
     key = udp_key()
     opts = {key: ListenerOptions(udp_session_timeout=0.3)}
-    await forwarder.apply(state((key, [await backends.udp_server("u0")])), opts)
+    await forwarder.apply(state((key, [await backends.udp_server("u0")]), options=opts))
     data, _ = await ask(key, b"hi")
     assert data == b"u0:hi"
     listener = forwarder.listeners[key]
@@ -105,7 +107,7 @@ async def test_idle_sessions_expire(forwarder: Forwarder, backends: Backends) ->
 async def test_session_bound_drops_new_clients(forwarder: Forwarder, backends: Backends) -> None:
     key = udp_key()
     opts = {key: ListenerOptions(udp_max_sessions=3)}
-    await forwarder.apply(state((key, [await backends.udp_server("u0")])), opts)
+    await forwarder.apply(state((key, [await backends.udp_server("u0")]), options=opts))
     held = [await client(key) for _ in range(3)]
     try:
         for transport, proto in held:
@@ -174,3 +176,15 @@ async def test_ipv6_sessions_answer_from_the_vip(forwarder: Forwarder, backends:
         transport.close()
     assert data == b"v6:six"
     assert addr[:2] == ("::1", key.port)
+
+
+async def test_source_ranges_drop_datagrams_of_other_clients(
+    forwarder: Forwarder, backends: Backends
+) -> None:
+    key = udp_key()
+    opts = {key: ListenerOptions(source_ranges=(ipaddress.ip_network("fd00::/8"),))}
+    await forwarder.apply(state((key, [await backends.udp_server("u0")]), options=opts))
+    with pytest.raises(TimeoutError):
+        await ask(key, b"hi", timeout=0.5)
+    assert forwarder.stats.listeners[str(key)].rejected_source == 1
+    assert forwarder.listeners[key].sessions == {}  # type: ignore[union-attr]

@@ -174,7 +174,7 @@ def _state(lab: Lab, family: int, ready: list[bool] | None = None) -> DesiredSta
 
 def _both(lab: Lab, ready: list[bool] | None = None) -> DesiredState:
     four, six = _state(lab, 4, ready), _state(lab, 6, ready)
-    return DesiredState.build([*four.listeners.items(), *six.listeners.items()])
+    return DesiredState(listeners={**four.listeners, **six.listeners})
 
 
 def _apply(lab: Lab, state: DesiredState) -> None:
@@ -373,7 +373,7 @@ def test_forward_with_mode_nftables_applies_follows_health_and_removes(
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
         assert proc.returncode == 0, err
-        assert "fast path: table inet ironlb applied" in err
+        assert "kernel mode: table inet ironlb applied" in err
         assert "ironlb" not in listing()
     finally:
         if proc.poll() is None:
@@ -388,5 +388,5 @@ def test_forward_with_an_unappliable_table_exits_1(fplab: Lab, tmp_path: Path) -
     config.write_text(_config(fplab))
     out = forward_without_capability(fplab, node, "net_admin", config)
     assert out.returncode == 1, out.stderr
-    assert "fast path: cannot apply the nftables table" in out.stderr
+    assert "cannot apply the nftables table" in out.stderr
     assert "ironlb" not in fplab.run(node, "nft", "list", "tables").stdout

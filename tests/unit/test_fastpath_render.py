@@ -19,7 +19,7 @@ from ironlb.dataplane.fastpath.render import (
     render_removal,
     render_table,
 )
-from ironlb.dataplane.state import Backend, DesiredState, ListenerKey
+from ironlb.dataplane.state import Backend, DesiredState, ListenerKey, ListenerOptions
 
 ip = ipaddress.ip_address
 VIP4 = ip("198.18.0.200")
@@ -167,11 +167,11 @@ def test_a_config_file_renders_through_desired_state() -> None:
         "  - {address: 198.18.0.200, port: 81, mode: proxy, backends: ['198.18.0.101:8081']}\n",
         "lb.yaml",
     )
-    nft = config.mode_keys("nftables")
+    nft = config.mode_keys("kernel")
     assert nft == {TCP80}
     assert config.mode_keys("proxy") == {ListenerKey(VIP4, "tcp", 81)}
     state = config.desired_state()
-    text = render_table(DesiredState.build((k, state.listeners[k]) for k in nft))
+    text = render_table(state.only("kernel"))
     assert "198.18.0.101 . 8080" in text
     assert "8081" not in text
 
@@ -224,3 +224,28 @@ def test_every_listener_gets_one_chain_and_exactly_its_ready_backends(
         else:
             assert "reject with tcp reset" in rule
     assert _chain(text, "services")[0].count(": jump ") == len(ports)
+
+
+def test_source_ranges_reject_other_clients_before_dnat() -> None:
+    nets = (ipaddress.ip_network("198.18.0.0/24"), ipaddress.ip_network("fd00::/64"))
+    opts = {TCP80: ListenerOptions(mode="kernel", source_ranges=nets)}
+    text = render_table(DesiredState.build([(TCP80, [Backend(ip("198.18.0.101"), 80)])], opts))
+    rules = _chain(text, listener_chain(TCP80))
+    assert rules[0].startswith(
+        "meta l4proto tcp ip saddr != { 198.18.0.0/24 } reject with tcp reset"
+    )
+    assert "dnat ip to" in rules[1]
+    udp = ListenerKey(VIP6, "udp", 53)
+    v4_only = {udp: ListenerOptions(source_ranges=nets[:1])}
+    text = render_table(DesiredState.build([(udp, [Backend(ip("fd00::101"), 53)])], v4_only))
+    assert _chain(text, listener_chain(udp)) == [
+        f'meta l4proto udp reject with icmpx port-unreachable comment "{udp}"'
+    ]
+
+
+def test_listeners_without_masquerade_keep_the_client_address() -> None:
+    local = ListenerKey(ip("198.18.0.201"), "tcp", 80)
+    opts = {local: ListenerOptions(masquerade=False)}
+    backend = [Backend(ip("198.19.1.10"), 8080)]
+    text = render_table(DesiredState.build([(TCP80, backend), (local, backend)], opts))
+    assert _chain(text, "vips4", "set") == ["type ipv4_addr", "elements = { 198.18.0.200 }"]

@@ -7,18 +7,21 @@ three commands as one batch, so packets see either the old table or the new one.
 
 Layout of the table::
 
-    set vips4 / vips6        every listener VIP (for masquerading)
+    set vips4 / vips6        listener VIPs whose connections are masqueraded
     chain prerouting         nat, hook prerouting  -> jump services
     chain output             nat, hook output      -> jump services (node-local clients)
     chain services           VIP . l4proto . port  vmap -> one chain per listener
     chain <proto>_<vip>_<port>
+        source ranges:       clients outside them are rejected (loadBalancerSourceRanges)
         ready backends:      dnat to numgen inc mod N map { 0 : addr . port, ... }
         none ready:          reject (TCP reset / ICMP port unreachable)
     chain postrouting        nat, hook postrouting: masquerade connections DNATed
                              from one of our VIPs that leave the node, so replies
                              come back through us (not on ``lo``: masquerading
                              loopback-to-loopback DNAT breaks it, and a local
-                             client's source is already this node's)
+                             client's source is already this node's). A listener
+                             with ``masquerade`` off (externalTrafficPolicy Local)
+                             keeps the client's address: its VIP is not in the set
 
 Only the first packet of a connection traverses nat chains; conntrack keeps
 every later packet (and every open connection, across table replacements) on
@@ -33,7 +36,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from ironlb.dataplane.state import Backend, DesiredState, IPAddress, ListenerKey
+from ironlb.dataplane.state import Backend, DesiredState, IPAddress, ListenerKey, ListenerSpec
 
 TABLE_FAMILY = "inet"
 TABLE_NAME = "ironlb"
@@ -74,16 +77,38 @@ def _ip(version: int) -> str:
     return "ip" if version == 4 else "ip6"
 
 
-def _listener_rule(key: ListenerKey, backends: tuple[Backend, ...]) -> str:
-    ready = [b for b in backends if b.ready]
+def _reject(key: ListenerKey) -> str:
+    return (
+        "reject with tcp reset" if key.protocol == "tcp" else "reject with icmpx port-unreachable"
+    )
+
+
+def _listener_rules(key: ListenerKey, spec: ListenerSpec) -> list[str]:
+    ready = spec.ready
     proto = f"meta l4proto {key.protocol}"
     comment = f'comment "{key}"'
-    if not ready:
-        how = "with tcp reset" if key.protocol == "tcp" else "with icmpx port-unreachable"
-        return f"{proto} reject {how} {comment}"
-    targets = ", ".join(f"{i} : {b.address.compressed} . {b.port}" for i, b in enumerate(ready))
     family = _ip(key.vip.version)
-    return f"{proto} dnat {family} to numgen inc mod {len(ready)} map {{ {targets} }} {comment}"
+    rules: list[str] = []
+    ranges = spec.options.source_ranges
+    if ranges:
+        mine = sorted(
+            (n for n in ranges if n.version == key.vip.version),
+            key=lambda n: (int(n.network_address), n.prefixlen),
+        )
+        if mine:
+            allowed = ", ".join(n.compressed for n in mine)
+            rules.append(f"{proto} {family} saddr != {{ {allowed} }} {_reject(key)} {comment}")
+        else:  # no range of this family: nobody of it may connect
+            rules.append(f"{proto} {_reject(key)} {comment}")
+            return rules
+    if not ready:
+        rules.append(f"{proto} {_reject(key)} {comment}")
+        return rules
+    targets = ", ".join(f"{i} : {b.address.compressed} . {b.port}" for i, b in enumerate(ready))
+    rules.append(
+        f"{proto} dnat {family} to numgen inc mod {len(ready)} map {{ {targets} }} {comment}"
+    )
+    return rules
 
 
 def _vmap(version: int, keys: list[ListenerKey]) -> str | None:
@@ -116,8 +141,9 @@ def render_table(state: DesiredState, table: str = TABLE_NAME) -> str:
         raise RenderError(f"table name must be a letter then up to 30 of [a-zA-Z0-9_], {table!r}")
     keys = sorted(state.listeners, key=_sort_key)
     for key in keys:
-        _check(key, state.listeners[key])
-    vips = sorted({k.vip for k in keys}, key=lambda v: (v.version, int(v)))
+        _check(key, state.listeners[key].backends)
+    masqueraded = {k.vip for k in keys if state.listeners[k].options.masquerade}
+    vips = sorted(masqueraded, key=lambda v: (v.version, int(v)))
     vips4 = [v for v in vips if v.version == 4]
     vips6 = [v for v in vips if v.version == 6]
     dispatch = [
@@ -143,7 +169,7 @@ def render_table(state: DesiredState, table: str = TABLE_NAME) -> str:
         *_chain("services", dispatch),
     ]
     for key in keys:
-        lines += _chain(listener_chain(key), [_listener_rule(key, state.listeners[key])])
+        lines += _chain(listener_chain(key), _listener_rules(key, state.listeners[key]))
     lines += _chain(
         "postrouting",
         [

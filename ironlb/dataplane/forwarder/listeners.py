@@ -20,13 +20,11 @@ import errno
 import logging
 import math
 import socket
-from collections.abc import Mapping
 
-from ironlb.dataplane.config import ListenerOptions
 from ironlb.dataplane.forwarder.stats import StatsRegistry
 from ironlb.dataplane.forwarder.tcp import TcpListener
 from ironlb.dataplane.forwarder.udp import UdpListener
-from ironlb.dataplane.state import DesiredState, ListenerKey
+from ironlb.dataplane.state import DesiredState, ListenerKey, ListenerOptions
 
 log = logging.getLogger("ironlb.forward")
 
@@ -76,38 +74,31 @@ class Forwarder:
         self.listeners: dict[ListenerKey, Listener] = {}
         self.draining: list[Listener] = []
         self.state = DesiredState()
-        self.options: dict[ListenerKey, ListenerOptions] = {}
         self.bind_errors: dict[ListenerKey, str] = {}
         self._lock = asyncio.Lock()
 
     def _limit(self, total: int) -> int:
         return max(1, math.ceil(total / self.share))
 
-    async def apply(
-        self,
-        state: DesiredState,
-        options: Mapping[ListenerKey, ListenerOptions] | None = None,
-    ) -> dict[ListenerKey, str]:
-        """Make the running listeners match ``state``; returns bind errors by listener."""
+    async def apply(self, state: DesiredState) -> dict[ListenerKey, str]:
+        """Make the running listeners match ``state`` (backends and options);
+        returns bind errors by listener. Owned VIPs (``state.vips``) are not
+        this class's business: listeners bind with ``IP_FREEBIND`` either way."""
         async with self._lock:
-            options = dict(options or {})
             self.draining = [lst for lst in self.draining if not lst.drained]
             for key in list(self.listeners):
                 if key not in state.listeners:
                     self._remove(key)
             self.bind_errors = {}
-            for key, backends in state.listeners.items():
-                opts = options.get(key) or self.options.get(key) or ListenerOptions()
+            for key, spec in state.listeners.items():
                 listener = self.listeners.get(key)
                 if listener is None:
-                    listener = await self._add(key, opts)
+                    listener = await self._add(key, spec.options)
                     if listener is None:
                         continue
-                elif opts != listener.options:
-                    self._set_options(listener, opts)
-                listener.set_backends(backends)
-                self.options[key] = opts
-            self.options = {k: v for k, v in self.options.items() if k in state.listeners}
+                elif spec.options != listener.options:
+                    self._set_options(listener, spec.options)
+                listener.set_backends(spec.backends)
             self.state = state
             return dict(self.bind_errors)
 

@@ -36,6 +36,12 @@ _LISTENER_METRICS: dict[str, tuple[str, str, bool, dict[str, str]]] = {
     "retries": ("ironlb_forward_retries", "Connects retried on another backend", True, {}),
     "udp_sessions_active": ("ironlb_forward_udp_sessions_active", "UDP sessions open", False, {}),
     "udp_dropped": ("ironlb_forward_udp_dropped_datagrams", "UDP datagrams dropped", True, {}),
+    "rejected_source": (
+        "ironlb_forward_rejected_sources",
+        "Connections or datagrams refused by the listener's source ranges",
+        True,
+        {},
+    ),
 }
 _BACKEND_METRICS: dict[str, tuple[str, str, bool, dict[str, str]]] = {
     "connections": (

@@ -18,6 +18,7 @@ LISTENER_FIELDS = (
     "retries",
     "udp_sessions_active",
     "udp_dropped",
+    "rejected_source",
 )
 BACKEND_FIELDS = (
     "connections",
@@ -60,6 +61,7 @@ class ListenerStats:
         self.retries = 0
         self.udp_sessions_active = 0
         self.udp_dropped = 0
+        self.rejected_source = 0
         self.backends: dict[str, BackendStats] = {}
 
     def backend(self, name: str) -> BackendStats:

@@ -25,6 +25,7 @@ import errno
 import logging
 import socket
 from collections.abc import Coroutine
+from ipaddress import ip_address
 from typing import TYPE_CHECKING, Any
 
 from ironlb.dataplane.forwarder.balancer import RoundRobin
@@ -32,8 +33,7 @@ from ironlb.dataplane.forwarder.logs import RateLimitedLog
 from ironlb.dataplane.forwarder.stats import BackendStats, ListenerStats
 
 if TYPE_CHECKING:
-    from ironlb.dataplane.config import ListenerOptions
-    from ironlb.dataplane.state import Backend, ListenerKey
+    from ironlb.dataplane.state import Backend, ListenerKey, ListenerOptions
 
 log = logging.getLogger("ironlb.forward.tcp")
 
@@ -120,6 +120,7 @@ class TcpListener:
         self.options = options
         self.max_connections = max_connections
         self.attempts = options.retries + 1
+        self.source_filter = options.allows if options.source_ranges else None
         self._limit_log = RateLimitedLog(log)
         self._no_backend_log = RateLimitedLog(log)
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -131,6 +132,7 @@ class TcpListener:
         self.options = options
         self.max_connections = max_connections
         self.attempts = options.retries + 1
+        self.source_filter = options.allows if options.source_ranges else None
         if self.server is not None or self.conns:
             self._stop_sweeps()
             self._start_sweeps()
@@ -303,6 +305,13 @@ class ClientConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
         listener = self.listener
+        if listener.source_filter is not None:
+            peer = transport.get_extra_info("peername")
+            if not listener.source_filter(ip_address(peer[0].split("%", 1)[0])):
+                self.closed = True
+                self.transport.abort()  # type: ignore[union-attr]
+                listener.stats.rejected_source += 1
+                return
         if len(listener.conns) >= listener.max_connections:
             self.closed = True
             self.transport.abort()  # type: ignore[union-attr]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from ipaddress import ip_address
 from typing import TYPE_CHECKING, Any
 
 from ironlb.dataplane.forwarder.balancer import RoundRobin
@@ -21,9 +22,8 @@ from ironlb.dataplane.forwarder.logs import RateLimitedLog
 from ironlb.dataplane.forwarder.tcp import Target
 
 if TYPE_CHECKING:
-    from ironlb.dataplane.config import ListenerOptions
     from ironlb.dataplane.forwarder.stats import ListenerStats
-    from ironlb.dataplane.state import Backend, ListenerKey
+    from ironlb.dataplane.state import Backend, ListenerKey, ListenerOptions
 
 log = logging.getLogger("ironlb.forward.udp")
 
@@ -50,6 +50,7 @@ class UdpListener(asyncio.DatagramProtocol):
         self.family = socket.AF_INET6 if key.vip.version == 6 else socket.AF_INET
         self.stats = stats
         self.options = options
+        self.source_filter = options.allows if options.source_ranges else None
         self.max_sessions = max_sessions
         self.balancer: RoundRobin[Target] = RoundRobin()
         self.targets: dict[tuple[str, int], Target] = {}
@@ -65,6 +66,7 @@ class UdpListener(asyncio.DatagramProtocol):
     def set_options(self, options: ListenerOptions, max_sessions: int) -> None:
         old = self.options.udp_session_timeout
         self.options = options
+        self.source_filter = options.allows if options.source_ranges else None
         self.max_sessions = max_sessions
         if old != options.udp_session_timeout and self._sweeper is not None:
             self._sweeper.cancel()
@@ -116,6 +118,11 @@ class UdpListener(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         session = self.sessions.get(addr)
         if session is None:
+            if self.source_filter is not None and not self.source_filter(
+                ip_address(addr[0].split("%", 1)[0])
+            ):
+                self.stats.rejected_source += 1
+                return
             session = self._new_session(addr)
             if session is None:
                 self.stats.udp_dropped += 1

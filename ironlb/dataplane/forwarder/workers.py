@@ -1,27 +1,18 @@
-"""Process management for ``ironlb forward``: a control parent, N workers.
+"""Worker processes of the proxy data plane, and the pool that runs them.
 
-The parent parses the config, runs the health checks and hands every worker
-the same :class:`~ironlb.dataplane.state.DesiredState` (pickled over a
-``multiprocessing`` pipe). Each worker runs one uvloop loop with a
+Each worker runs one uvloop loop with a
 :class:`~ironlb.dataplane.forwarder.listeners.Forwarder`; the kernel spreads
-connections over the workers' ``SO_REUSEPORT`` sockets.
+connections over the workers' ``SO_REUSEPORT`` sockets. The control process
+(:class:`WorkerPool`, owned by :class:`~ironlb.dataplane.dataplane.DataPlane`)
+hands every worker the same :class:`~ironlb.dataplane.state.DesiredState` as
+an :class:`~.messages.Apply` over a ``multiprocessing`` pipe and waits for
+the :class:`~.messages.Applied` answers.
 
-* SIGHUP on the parent re-reads the file; a bad file is logged and the old
-  config keeps running.
-* SIGTERM/SIGINT on the parent stops the workers and exits 0.
-* Workers die with the parent (``PR_SET_PDEATHSIG`` plus pipe EOF), and a
-  worker that dies is restarted.
-* With an ``announce`` section the parent owns the listener addresses on the
-  LAN once every worker is serving (bound on ``lo``, ARP/NDP answered; see
-  :mod:`ironlb.dataplane.vip_announcement`), follows them on reload and
-  releases them first on shutdown.
-* Workers send counter snapshots once a second; the parent serves the sum on
-  ``--metrics-address``.
-* Listeners with ``mode: nftables`` are not given to the workers: the parent
-  renders them as the kernel fast-path table (:mod:`ironlb.dataplane.fastpath`),
-  replaces it atomically on every state change (health verdicts, reloads) and
-  removes it on shutdown. A table that cannot be applied at start is exit code 1;
-  later, the error is logged and the previous table keeps serving.
+* Workers die with the parent (``PR_SET_PDEATHSIG`` plus pipe EOF); a worker
+  that dies is restarted after a second and given the current state.
+* Workers send counter snapshots once a second; :meth:`WorkerPool.snapshot`
+  is their sum (plus what exited workers had counted).
+* A listener that could not be bound is retried every few seconds.
 """
 
 from __future__ import annotations
@@ -34,26 +25,12 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry
-
-from ironlb.dataplane.config import (
-    ConfigError,
-    ForwardConfig,
-    ListenerOptions,
-    Mode,
-    load_config,
-)
-from ironlb.dataplane.forwarder.healthcheck import HealthChecker
 from ironlb.dataplane.forwarder.logs import setup_logging
-from ironlb.dataplane.forwarder.stats import Snapshot, add_snapshots, retire
-from ironlb.dataplane.state import DesiredState, ListenerKey
-
-if TYPE_CHECKING:
-    from ironlb.dataplane.vip_announcement import VipAnnouncement
+from ironlb.dataplane.forwarder.messages import Applied, Apply, Stats
+from ironlb.dataplane.forwarder.stats import LISTENER_FIELDS, Snapshot, add_snapshots, retire
+from ironlb.dataplane.state import DesiredState
 
 log = logging.getLogger("ironlb.forward")
 
@@ -62,6 +39,8 @@ STATS_INTERVAL = 1.0
 BIND_RETRY_INTERVAL = 5.0
 RESTART_DELAY = 1.0
 STOP_GRACE = 5.0
+_ACTIVE = LISTENER_FIELDS.index("active")
+_UDP_ACTIVE = LISTENER_FIELDS.index("udp_sessions_active")
 
 
 # --------------------------------------------------------------------------- worker side
@@ -102,19 +81,17 @@ async def _worker(conn: multiprocessing.connection.Connection, share: int) -> No
     forwarder = Forwarder(loop, share=share)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    pending: list[asyncio.Task[None]] = []
+    pending: set[asyncio.Task[None]] = set()
 
-    def send(message: tuple[Any, ...]) -> None:
+    def send(message: Applied | Stats) -> None:
         try:
             conn.send(message)
         except OSError:
             stop.set()
 
-    async def apply(
-        generation: int, state: DesiredState, options: dict[ListenerKey, ListenerOptions]
-    ) -> None:
-        errors = await forwarder.apply(state, options)
-        send(("applied", generation, {str(k): v for k, v in errors.items()}))
+    async def apply(message: Apply) -> None:
+        errors = await forwarder.apply(message.state)
+        send(Applied(message.generation, {str(k): v for k, v in errors.items()}))
 
     def on_message() -> None:
         try:
@@ -122,19 +99,20 @@ async def _worker(conn: multiprocessing.connection.Connection, share: int) -> No
         except (EOFError, OSError):
             stop.set()  # the parent is gone
             return
-        if message[0] == "apply":
-            pending.append(loop.create_task(apply(*message[1:])))
-        pending[:] = [t for t in pending if not t.done()]
+        if isinstance(message, Apply):
+            task = loop.create_task(apply(message))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
 
     async def housekeeping() -> None:
         since_retry = 0.0
         while True:
             await asyncio.sleep(STATS_INTERVAL)
-            send(("stats", forwarder.stats.snapshot()))
+            send(Stats(forwarder.stats.snapshot()))
             since_retry += STATS_INTERVAL
             if forwarder.bind_errors and since_retry >= BIND_RETRY_INTERVAL:
                 since_retry = 0.0
-                await forwarder.apply(forwarder.state, forwarder.options)
+                await forwarder.apply(forwarder.state)
 
     loop.add_reader(conn.fileno(), on_message)
     keeper = loop.create_task(housekeeping())
@@ -165,97 +143,84 @@ class _Worker:
     errors: dict[str, str] = field(default_factory=dict)
 
 
-class Supervisor:
-    """The parent: config, health checks, workers, signals, metrics."""
+class WorkerPool:
+    """``count`` worker processes serving the proxy-mode listeners of one state.
 
-    def __init__(
-        self,
-        config_path: str,
-        config: ForwardConfig,
-        workers: int,
-        log_format: str = "text",
-        log_level: str = "INFO",
-        metrics_address: str | None = None,
-    ) -> None:
-        self.config_path = config_path
-        self.config = config
-        self.count = max(1, workers)
+    Call :meth:`start` on the running loop, :meth:`publish` for every new
+    state, :meth:`wait_applied` to know it is served, :meth:`stop` at the end.
+    """
+
+    def __init__(self, count: int, *, log_format: str = "text", log_level: str = "info") -> None:
+        self.count = max(1, count)
         self.log_format = log_format
         self.log_level = log_level
-        self.metrics_address = metrics_address
         self.workers: dict[int, _Worker] = {}
         self.retired: Snapshot = {}
         self.generation = 0
         self.state = DesiredState()
-        self.reloads = {"ok": 0, "failed": 0}
         self._ctx = multiprocessing.get_context("spawn")
-        self._stopping = False
-        self._stop = asyncio.Event()
-        self._started = asyncio.Event()
-        self._health: HealthChecker | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.registry = CollectorRegistry(auto_describe=False)
-        self._announcement: VipAnnouncement | None = None
-        self._announce_lock = asyncio.Lock()
-        self._tasks: set[asyncio.Future[bool]] = set()
-        self._fastpath: DesiredState | None = None  # the table in the kernel, if any
+        self._stopping = False
+        self._changed = asyncio.Event()
 
-    # -- lifecycle -----------------------------------------------------------
+    def start(self) -> None:
+        """Spawn the workers (they serve nothing until :meth:`publish`)."""
+        self._loop = asyncio.get_running_loop()
+        for index in range(self.count):
+            self._spawn(index)
 
-    async def run(self) -> int:
-        loop = self._loop = asyncio.get_running_loop()
-        self._health = HealthChecker(self._push)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
-        if self.metrics_address:
-            self._serve_metrics(self.metrics_address)
-        self._health.update(self._checks())
-        self.state = self._desired()
-        fastpath_ok = self._apply_fastpath()
-        if fastpath_ok:
-            for index in range(self.count):
-                self._spawn(index)
-            self._push()
-        else:
-            self._stop.set()
-        log.info(
-            "ironlb forward: %d listener(s), %d worker(s), config %s",
-            len(self.config.listeners),
-            self.count,
-            self.config_path,
+    def publish(self, state: DesiredState) -> int:
+        """Send ``state`` to every worker as the next generation; returns that generation."""
+        self.state = state
+        self.generation += 1
+        message = Apply(self.generation, state)
+        for worker in self.workers.values():
+            self._send(worker, message)
+        return self.generation
+
+    async def wait_applied(self, generation: int, timeout: float) -> dict[str, str] | None:
+        """Wait until every live worker has applied ``generation``.
+
+        Returns the bind errors by listener, or ``None`` after ``timeout`` seconds.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            live = [w for w in self.workers.values() if w.process.is_alive()]
+            if live and all(w.applied >= generation for w in live):
+                return {k: v for w in live for k, v in w.errors.items()}
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            self._changed.clear()
+            try:
+                async with asyncio.timeout(min(remaining, 0.2)):
+                    await self._changed.wait()
+            except TimeoutError:
+                pass
+
+    def alive(self) -> int:
+        """How many workers are running."""
+        return sum(1 for w in self.workers.values() if w.process.is_alive())
+
+    def snapshot(self) -> Snapshot:
+        """The counters of all workers, summed (exited workers included)."""
+        total = self.retired
+        for worker in list(self.workers.values()):
+            total = add_snapshots(total, worker.snapshot)
+        return total
+
+    def open_flows(self) -> int:
+        """Open TCP connections plus UDP sessions, as of the workers' last snapshots."""
+        return sum(
+            values[_ACTIVE] + values[_UDP_ACTIVE]
+            for worker in self.workers.values()
+            for values, _ in worker.snapshot.values()
         )
-        code = 0 if fastpath_ok else 1
-        started = asyncio.ensure_future(self._started.wait())
-        stopped = asyncio.ensure_future(self._stop.wait())
-        await asyncio.wait({started, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if self._started.is_set() and fastpath_ok:
-            errors = {k: v for w in self.workers.values() for k, v in w.errors.items()}
-            if errors:
-                for key, err in sorted(errors.items()):
-                    log.error("listener %s: cannot bind: %s", key, err)
-                code = 1
-                self._stop.set()
-            else:
-                log.info("ready: all workers are serving")
-                if not await self._sync_announcement():
-                    code = 1
-                    self._stop.set()
-        await stopped
-        started.cancel()
-        await self._shutdown()
-        return code
 
-    async def _shutdown(self) -> None:
+    async def stop(self) -> None:
+        """Terminate the workers (open connections are closed), kill stragglers."""
         self._stopping = True
-        async with self._announce_lock:
-            if self._announcement is not None:
-                # Tell the LAN first, so no client is sent to a closing listener.
-                await self._announcement.stop()
-                self._announcement = None
-        if self._health is not None:
-            self._health.stop()
-        self._remove_fastpath()
         for worker in self.workers.values():
             self._unwatch(worker)
             if worker.process.is_alive():
@@ -269,9 +234,8 @@ class Supervisor:
                 worker.process.kill()
             worker.process.join(1)
             worker.conn.close()
-        log.info("ironlb forward: stopped")
 
-    # -- workers -------------------------------------------------------------
+    # -- processes -----------------------------------------------------------
 
     def _spawn(self, index: int) -> None:
         assert self._loop is not None
@@ -290,7 +254,8 @@ class Supervisor:
 
     def _unwatch(self, worker: _Worker) -> None:
         assert self._loop is not None
-        self._loop.remove_reader(worker.conn.fileno())
+        if not worker.conn.closed:
+            self._loop.remove_reader(worker.conn.fileno())
         self._loop.remove_reader(worker.process.sentinel)
 
     def _on_message(self, worker: _Worker) -> None:
@@ -300,19 +265,20 @@ class Supervisor:
             assert self._loop is not None
             self._loop.remove_reader(worker.conn.fileno())
             return
-        if message[0] == "stats":
-            worker.snapshot = message[1]
-        elif message[0] == "applied":
-            worker.applied, worker.errors = message[1], message[2]
-            if all(w.applied >= 0 for w in self.workers.values()):
-                self._started.set()
+        if isinstance(message, Stats):
+            worker.snapshot = message.snapshot
+        elif isinstance(message, Applied):
+            worker.applied, worker.errors = message.generation, message.errors
+            self._changed.set()
 
     def _on_exit(self, worker: _Worker) -> None:
         self._unwatch(worker)
         worker.process.join(0)
         worker.conn.close()
         self.retired = add_snapshots(self.retired, retire(worker.snapshot))
-        if self._stopping or self._stop.is_set():
+        worker.snapshot = {}
+        self._changed.set()
+        if self._stopping:
             return
         log.error(
             "worker %d (pid %s) exited with code %s; restarting it in %.0fs",
@@ -325,179 +291,14 @@ class Supervisor:
         self._loop.call_later(RESTART_DELAY, self._respawn, worker.index)
 
     def _respawn(self, index: int) -> None:
-        if self._stopping or self._stop.is_set():
+        if self._stopping:
             return
         self._spawn(index)
-        self._send(self.workers[index], self._apply_message())
+        if self.generation > 0:
+            self._send(self.workers[index], Apply(self.generation, self.state))
 
-    # -- state -----------------------------------------------------------------
-
-    def _checks(self) -> list[Any]:
-        return [
-            (lst.key, backend, lst.health_check)
-            for lst in self.config.listeners
-            if lst.health_check is not None
-            for backend in lst.backends
-        ]
-
-    def _desired(self) -> DesiredState:
-        health = self._health
-        return self.config.desired_state(health.down if health is not None else None)
-
-    def _push(self) -> None:
-        """Send the current desired state to every worker (if it changed)."""
-        state = self._desired()
-        if state == self.state and self.generation > 0:
-            return
-        self._publish(state)
-
-    def _publish(self, state: DesiredState) -> None:
-        """Make ``state`` the next generation: the kernel table, then every worker."""
-        self.state = state
-        self.generation += 1
-        self._apply_fastpath()
-        message = self._apply_message()
-        for worker in self.workers.values():
-            self._send(worker, message)
-
-    def _only(self, mode: Mode) -> DesiredState:
-        """The part of the current state forwarded by ``mode``."""
-        keys = self.config.mode_keys(mode)
-        return DesiredState.build(
-            (key, backends) for key, backends in self.state.listeners.items() if key in keys
-        )
-
-    def _apply_fastpath(self) -> bool:
-        """Bring the kernel table in line with the ``nftables`` listeners."""
-        from ironlb.dataplane.fastpath.nftables import NftError, apply_state, forwarding_off
-
-        wanted = self._only("nftables")
-        if not wanted.listeners:
-            return self._remove_fastpath()
-        if wanted == self._fastpath:
-            return True
-        try:
-            apply_state(wanted)
-        except (NftError, ValueError) as exc:
-            log.error("fast path: cannot apply the nftables table: %s", exc)
-            return False
-        if self._fastpath is None:
-            for key in forwarding_off(wanted):
-                log.warning(
-                    "fast path: %s is 0: clients on other hosts cannot reach the backends "
-                    "(set it to 1)",
-                    key,
-                )
-        self._fastpath = wanted
-        ready = sum(b.ready for backends in wanted.listeners.values() for b in backends)
-        log.info(
-            "fast path: table inet ironlb applied (%d listener(s), %d ready backend(s))",
-            len(wanted.listeners),
-            ready,
-        )
-        return True
-
-    def _remove_fastpath(self) -> bool:
-        if self._fastpath is None:
-            return True
-        from ironlb.dataplane.fastpath.nftables import NftError, remove_table
-
-        try:
-            remove_table()
-        except NftError as exc:
-            log.error("fast path: cannot remove the nftables table: %s", exc)
-            return False
-        self._fastpath = None
-        log.info("fast path: table inet ironlb removed")
-        return True
-
-    def _apply_message(self) -> tuple[str, int, DesiredState, dict[ListenerKey, ListenerOptions]]:
-        """What a worker is sent: the proxy part of the state and its options."""
-        options: Mapping[ListenerKey, ListenerOptions] = self.config.options()
-        return ("apply", self.generation, self._only("proxy"), dict(options))
-
-    def _send(self, worker: _Worker, message: tuple[Any, ...]) -> None:
+    def _send(self, worker: _Worker, message: Apply) -> None:
         try:
             worker.conn.send(message)
         except OSError as exc:
             log.error("worker %d: cannot send the state: %s", worker.index, exc)
-
-    def reload(self) -> None:
-        """Re-read the config file (SIGHUP); keep the old one if it is bad."""
-        try:
-            config = load_config(self.config_path)
-        except ConfigError as exc:
-            self.reloads["failed"] += 1
-            log.error("reload failed, keeping the running config: %s", exc)
-            return
-        self.reloads["ok"] += 1
-        changed = config != self.config
-        self.config = config
-        assert self._health is not None
-        self._health.update(self._checks())
-        options_changed = changed and self.generation > 0
-        if options_changed:
-            self._publish(self._desired())
-        log.info("reloaded %s (%s)", self.config_path, "changed" if changed else "unchanged")
-        if changed and self._started.is_set():
-            task = asyncio.ensure_future(self._sync_announcement())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    # -- announcing ------------------------------------------------------------
-
-    async def _sync_announcement(self) -> bool:
-        """Own (bind on lo and answer ARP/NDP for) the listener addresses when
-        the config has an ``announce`` section; drop them when it has none."""
-        async with self._announce_lock:
-            if self._stopping:
-                return True
-            wanted = self.config.announce
-            current = self._announcement
-            if current is not None and (wanted is None or wanted != current.config):
-                await current.stop()
-                self._announcement = current = None
-            if wanted is None:
-                return True
-            vips = frozenset(lst.key.vip for lst in self.config.listeners)
-            try:
-                if current is None:
-                    from ironlb.dataplane.vip_announcement import VipAnnouncement
-
-                    current = VipAnnouncement(wanted, registry=self.registry)
-                    await current.start(vips)
-                    self._announcement = current
-                else:
-                    await current.update(vips)
-            except (OSError, RuntimeError) as exc:
-                log.error("cannot announce %s: %s", sorted(map(str, vips)), exc)
-                return False
-            log.info("announcing VIPs %s", ", ".join(sorted(map(str, vips))))
-            return True
-
-    # -- metrics ---------------------------------------------------------------
-
-    def snapshot(self) -> Snapshot:
-        total = self.retired
-        for worker in list(self.workers.values()):
-            total = add_snapshots(total, worker.snapshot)
-        return total
-
-    def backend_up(self) -> dict[tuple[str, str], bool]:
-        return {
-            (str(key), str(backend)): backend.ready
-            for key, backends in self.state.listeners.items()
-            for backend in backends
-        }
-
-    def _serve_metrics(self, address: str) -> None:
-        from ironlb.dataplane.forwarder.metrics import ForwarderCollector, serve_metrics
-
-        collector = ForwarderCollector(
-            self.snapshot,
-            self.backend_up,
-            lambda: sum(1 for w in self.workers.values() if w.process.is_alive()),
-            lambda: dict(self.reloads),
-        )
-        serve_metrics(address, collector, self.registry)
-        log.info("metrics on http://%s/metrics", address)

@@ -20,12 +20,12 @@ core/v1 and events.k8s.io/v1 are stored apart. No HTTP, no I/O.
 from __future__ import annotations
 
 import copy
-import datetime
 import random
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ironlb.common.kubetime import format_time, now_utc
 from ironlb.lab.apiserver import errors
 from ironlb.lab.apiserver.defaults import DefaultingError, ServiceAllocator
 from ironlb.lab.apiserver.patching import apply_patch
@@ -54,7 +54,7 @@ class StaleError(Exception):
 
 
 def now_timestamp() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_time(now_utc())
 
 
 def render(rtype: ResourceType, obj: Mapping[str, Any]) -> Obj:

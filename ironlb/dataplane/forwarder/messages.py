@@ -1,0 +1,39 @@
+"""What the control process and its worker processes say to each other.
+
+Small frozen dataclasses, pickled over a ``multiprocessing`` pipe: the
+control process sends :class:`Apply`; a worker answers :class:`Applied` once
+its listeners match, and sends :class:`Stats` once a second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ironlb.dataplane.forwarder.stats import Snapshot
+from ironlb.dataplane.state import DesiredState
+
+
+@dataclass(frozen=True)
+class Apply:
+    """Control -> worker: serve ``state`` (its proxy-mode listeners) as ``generation``."""
+
+    generation: int
+    state: DesiredState
+
+
+@dataclass(frozen=True)
+class Applied:
+    """Worker -> control: ``generation`` is served; ``errors`` maps listener -> bind error."""
+
+    generation: int
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Worker -> control: the worker's counters (see :mod:`.stats`)."""
+
+    snapshot: Snapshot
+
+
+WorkerMessage = Applied | Stats
