@@ -27,7 +27,7 @@ import os
 from collections.abc import Callable, Iterable, Set
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
@@ -36,7 +36,8 @@ from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-IPAddress = IPv4Address | IPv6Address
+from ironlb.common.addresses import IPAddress, vip_problem
+
 _T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
@@ -81,15 +82,9 @@ def parse_vip(value: str | IPAddress) -> IPAddress:
             raise VipError(f"not an IP address: {value!r}") from None
     else:
         addr = value
-    for unfit, what in (
-        (addr.is_unspecified, "unspecified"),
-        (addr.is_multicast, "multicast"),
-        (addr.is_loopback, "loopback"),
-        (addr.is_link_local, "link-local"),
-        (isinstance(addr, IPv4Address) and addr == IPv4Address("255.255.255.255"), "broadcast"),
-    ):
-        if unfit:
-            raise VipError(f"{addr} is a {what} address and cannot be a VIP")
+    problem = vip_problem(addr)
+    if problem is not None:
+        raise VipError(f"{addr} is {problem} and cannot be a VIP")
     return addr
 
 

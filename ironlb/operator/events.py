@@ -41,6 +41,7 @@ def build_event(
     message: str,
     instance: str,
     now: datetime,
+    component: str = COMPONENT,
 ) -> dict[str, Any]:
     """A core/v1 Event body about ``involved`` (a Service object)."""
     meta = involved.get("metadata") or {}
@@ -65,8 +66,8 @@ def build_event(
         "reason": reason,
         "message": message,
         "type": type_,
-        "source": {"component": COMPONENT},
-        "reportingComponent": f"ironlb.io/{COMPONENT}",
+        "source": {"component": component},
+        "reportingComponent": f"ironlb.io/{component}",
         "reportingInstance": instance,
         "firstTimestamp": stamp,
         "lastTimestamp": stamp,
@@ -85,8 +86,10 @@ class EventRecorder:
         allowed: Callable[[], bool],
         workers: int = 4,
         max_queue: int = 50_000,
+        component: str = COMPONENT,
     ) -> None:
         self._api = api
+        self._component = component
         self._instance = instance
         self._allowed = allowed
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(max_queue)
@@ -116,6 +119,7 @@ class EventRecorder:
             message=message,
             instance=self._instance,
             now=datetime.now(UTC),
+            component=self._component,
         )
         try:
             self._queue.put_nowait(_Pending(body["metadata"]["namespace"], body))

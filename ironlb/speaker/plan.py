@@ -45,7 +45,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-from ironlb.common.addresses import IPAddress, IPNetwork, address_sort_key
+from ironlb.common.addresses import IPAddress, IPNetwork, address_sort_key, vip_problem
 from ironlb.common.kubetime import parse_time
 from ironlb.common.protocols import Protocol, served_protocol
 from ironlb.dataplane.state import (
@@ -343,6 +343,10 @@ def plan_node(
         own_slices = index.get(key, [])
         pool = allocated_pool(service)
         for ip in dict.fromkeys(current_ingress_ips(service)):
+            unfit = vip_problem(ip)
+            if unfit is not None:
+                problems.add(key, "InvalidIngressIP", f"{ip} is {unfit}: not announced or served")
+                continue
             vip_keys[ip].add(key)
             if pool is not None:
                 vip_pool.setdefault(ip, pool)

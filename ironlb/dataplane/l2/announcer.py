@@ -36,6 +36,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from ironlb.common.addresses import check_vip
+from ironlb.common.ifnames import interface_name_problem
 from ironlb.dataplane.l2 import arp, ndp, sockets
 from ironlb.dataplane.l2.interfaces import LinkInfo, LinkMonitor, eligible
 from ironlb.dataplane.l2.metrics import OTHER, metrics_for
@@ -63,14 +65,8 @@ class _Port:
 
 
 def validate_vip(vip: object) -> IPAddress:
-    """``vip`` if it is an address a node can own, else a clear error."""
-    if not isinstance(vip, ipaddress.IPv4Address | ipaddress.IPv6Address):
-        raise TypeError(f"a VIP must be an IPv4Address or IPv6Address, got {vip!r}")
-    if vip.is_multicast or vip.is_unspecified or vip.is_loopback:
-        raise ValueError(f"{vip} cannot be announced (multicast, unspecified or loopback)")
-    if isinstance(vip, ipaddress.IPv4Address) and vip == ipaddress.IPv4Address("255.255.255.255"):
-        raise ValueError(f"{vip} cannot be announced (broadcast)")
-    return vip
+    """``vip`` if it is an address a node can own (:func:`ironlb.common.addresses.check_vip`)."""
+    return check_vip(vip)
 
 
 class Announcer:
@@ -100,8 +96,9 @@ class Announcer:
             raise TypeError("interfaces must be a sequence of names, not one string")
         if interfaces is not None:
             for name in interfaces:
-                if not isinstance(name, str) or not name or len(name) > 15 or "/" in name:
-                    raise ValueError(f"invalid interface name {name!r}")
+                problem = interface_name_problem(name)
+                if problem is not None:
+                    raise ValueError(f"invalid interface name {name!r}: it {problem}")
         for delay in garp_repeat:
             if not math.isfinite(delay) or delay < 0:
                 raise ValueError(f"garp_repeat delays must be finite and >= 0, got {delay!r}")
