@@ -1,8 +1,9 @@
 """Fixtures for the root-only network tests: a fresh namespace lab per test.
 
 ``lab``: 2 nodes + 1 backend, a unique prefix, removed after the test (also on
-failure). ``lab_factory(nodes=, backends=)``: build labs of other sizes; all are
-removed after the test. Both skip when not root; mark the tests ``root`` too
+failure). ``lab_factory(nodes=, backends=, pods_per_node=)``: build labs of
+other sizes, optionally with pods on the nodes; all are removed after the test
+(pod servers included). Both skip when not root; mark the tests ``root`` too
 (``pytestmark = pytest.mark.root``) so the suite reports them as skipped.
 """
 
@@ -28,8 +29,8 @@ def lab_factory() -> Iterator[LabFactory]:
     _require_root()
     made: list[Lab] = []
 
-    def make(nodes: int = 2, backends: int = 1) -> Lab:
-        new = Lab(nodes=nodes, backends=backends)
+    def make(nodes: int = 2, backends: int = 1, pods_per_node: int = 0) -> Lab:
+        new = Lab(nodes=nodes, backends=backends, pods_per_node=pods_per_node)
         made.append(new)
         new.up()
         return new

@@ -1,4 +1,4 @@
-"""The namespace lab: a client, nodes and backends on one bridged LAN.
+"""The namespace lab: a client, nodes and backends on one bridged LAN, pods on the nodes.
 
 Everything lives in network namespaces named ``<prefix>-...``; the root
 namespace is never touched. The bridge sits in its own ``<prefix>-sw``
@@ -6,19 +6,38 @@ namespace; each host namespace holds ``lo`` and ``eth0`` (one end of a veth
 pair whose other end is a port of the bridge). Links, addresses and sysctls are
 set with pyroute2 from inside each namespace (:func:`in_netns`), commands run
 with ``ip netns exec``.
+
+Pods (``pods_per_node > 0``) are laid out as a bridge CNI (flannel's
+``host-gw`` backend, say) lays them out: each pod is a namespace whose ``eth0``
+is a veth pair with its other end ``pM`` in the node namespace, a port of the
+node's own bridge ``cni0`` that carries the pod gateway (198.19.N.1,
+fd00:198:19:N::1). That bridge is never joined with the LAN: pod traffic is
+routed by the node, which has IPv4 and IPv6 forwarding on (inside its
+namespace only) and a route to every other node's pod CIDRs via that node's
+LAN address. Nothing NATs. The client has the same routes, like a LAN router
+that knows the pod CIDRs: a pod that connects to the client (source address
+198.19.N.x) gets its replies, and a connection a load balancer on a node
+forwards to a pod without masquerading can be answered. Backends get no pod
+routes. Labs without pods keep forwarding off, so their nodes behave exactly
+as before.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
+import sys
+import tempfile
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, overload
+from typing import IO, Any, Literal, overload
 
 from pyroute2 import IPRoute
 
@@ -27,9 +46,17 @@ from ironlb.lab.netlab.plan import (
     BRIDGE_NAME,
     LAN4,
     LAN6,
+    POD_BRIDGE,
+    POD_PREFIXLEN4,
+    POD_PREFIXLEN6,
     LabError,
     LabHost,
+    PodNetwork,
+    PodPort,
+    cleanup_order,
     plan_hosts,
+    plan_pod_networks,
+    plan_pods,
     random_prefix,
     switch_netns,
     validate_prefix,
@@ -38,17 +65,37 @@ from ironlb.lab.netlab.plan import (
 
 IFA_F_NODAD = 0x02
 DEFAULT_TIMEOUT = 30.0
+PODSERVER_MODULE = "ironlb.lab.podserver"
+# The directory holding the ``ironlb`` package, so that pod servers import this
+# very tree even when it is not installed.
+_PACKAGE_ROOT = Path(__file__).resolve().parents[3]
 
 
 class Lab:
-    """A LAN of network namespaces; use as a context manager or call up()/down()."""
+    """A LAN of network namespaces; use as a context manager or call up()/down().
 
-    def __init__(self, nodes: int = 2, backends: int = 1, prefix: str | None = None) -> None:
+    ``hosts`` are the LAN hosts (client, nodes, backends); ``pods`` the
+    ``pods_per_node`` pods of every node (none by default), each a
+    :class:`LabHost` with ``role == "pod"`` and ``node`` set. Sizes outside the
+    plan's limits raise :class:`LabError`.
+    """
+
+    def __init__(
+        self,
+        nodes: int = 2,
+        backends: int = 1,
+        prefix: str | None = None,
+        pods_per_node: int = 0,
+    ) -> None:
         self.prefix = validate_prefix(prefix) if prefix is not None else random_prefix()
         self.hosts: list[LabHost] = plan_hosts(self.prefix, nodes, backends)
         self.client: LabHost = self.hosts[0]
         self.nodes: list[LabHost] = [h for h in self.hosts if h.role == "node"]
         self.backends: list[LabHost] = [h for h in self.hosts if h.role == "backend"]
+        self.pod_ports: list[PodPort] = plan_pods(self.prefix, nodes, pods_per_node)
+        self.pods: list[LabHost] = [port.pod for port in self.pod_ports]
+        self.pod_networks: list[PodNetwork] = plan_pod_networks(nodes) if self.pods else []
+        self.pod_servers: dict[str, subprocess.Popen[str]] = {}
         self.switch_netns = switch_netns(self.prefix)
         self._procs: list[subprocess.Popen[Any]] = []
         self._owns_prefix = False
@@ -76,6 +123,7 @@ class Lab:
         A lab whose up() was refused (prefix in use) removes nothing.
         """
         procs, self._procs = self._procs, []
+        self.pod_servers = {}
         for proc in procs:
             _stop(proc)
         if self._owns_prefix:
@@ -97,11 +145,86 @@ class Lab:
     # -- using the lab ---------------------------------------------------
 
     def host(self, name: str) -> LabHost:
-        """The host with role name ``name`` ("client", "node1", ...)."""
-        for h in self.hosts:
+        """The host or pod with role name ``name`` ("client", "node1", "node1-pod2", ...)."""
+        for h in (*self.hosts, *self.pods):
             if h.name == name:
                 return h
-        raise KeyError(f"no lab host {name!r}; have {[h.name for h in self.hosts]}")
+        raise KeyError(f"no lab host {name!r}; have {[h.name for h in self.hosts + self.pods]}")
+
+    def pods_on(self, node: LabHost | str) -> list[LabHost]:
+        """The pods living on ``node`` (a node host or its role name), in pod order.
+
+        Raises KeyError if ``node`` is not a node of this lab.
+        """
+        name = self._node_name(node)
+        return [p for p in self.pods if p.node == name]
+
+    def pod_network(self, node: LabHost | str) -> PodNetwork:
+        """The pod CIDRs and gateway of ``node``. Raises KeyError in a lab without pods."""
+        name = self._node_name(node)
+        for net in self.pod_networks:
+            if net.node == name:
+                return net
+        raise KeyError(f"lab {self.prefix!r} has no pods (pods_per_node=0)")
+
+    def _node_name(self, node: LabHost | str) -> str:
+        name = node if isinstance(node, str) else node.name
+        if name not in {n.name for n in self.nodes}:
+            raise KeyError(f"no lab node {name!r}; have {[n.name for n in self.nodes]}")
+        return name
+
+    def start_pod_servers(
+        self,
+        tcp: Sequence[int] = (8080,),
+        udp: Sequence[int] = (8053,),
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> dict[str, subprocess.Popen[str]]:
+        """Start one :mod:`ironlb.lab.podserver` per pod and wait until each is listening.
+
+        Each is named after its pod (``node2-pod1``), listens on ``tcp`` and
+        ``udp`` ports on all its addresses, and is killed on :meth:`down`.
+        Returns (and keeps in ``pod_servers``) pod name -> process. Raises
+        :class:`LabError` (after stopping the servers it started) if the lab
+        has no pods or a server exits or is not ready within ``timeout`` s.
+        """
+        if not self.pods:
+            raise LabError(f"lab {self.prefix!r} has no pods (pods_per_node=0)")
+        argv_ports = [f"--tcp={port}" for port in tcp] or ["--no-tcp"]
+        argv_ports += [f"--udp={port}" for port in udp] or ["--no-udp"]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p
+        )
+        started: dict[str, tuple[subprocess.Popen[str], IO[str]]] = {}
+        with contextlib.ExitStack() as files:
+            try:
+                for pod in self.pods:
+                    errors = files.enter_context(tempfile.TemporaryFile(mode="w+"))
+                    proc: subprocess.Popen[str] = self.popen(
+                        pod,
+                        sys.executable,
+                        "-m",
+                        PODSERVER_MODULE,
+                        "--name",
+                        pod.name,
+                        *argv_ports,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        stderr=errors,
+                        text=True,
+                        env=env,
+                    )
+                    started[pod.name] = (proc, errors)
+                deadline = time.monotonic() + timeout
+                for name, (server, output) in started.items():
+                    _wait_ready(name, server, output, deadline)
+            except BaseException:
+                for proc, _ in started.values():
+                    _stop(proc)
+                raise
+        servers = {name: proc for name, (proc, _) in started.items()}
+        self.pod_servers.update(servers)
+        return servers
 
     def run(
         self,
@@ -152,6 +275,15 @@ class Lab:
         self._build_switch()
         for host in self.hosts:
             self._build_host(host)
+        if not self.pods:
+            return
+        by_name = {n.name: n for n in self.nodes}
+        for net in self.pod_networks:
+            self._build_pod_network(by_name[net.node], net)
+        for port in self.pod_ports:
+            assert port.pod.node is not None
+            self._build_pod(port, by_name[port.pod.node], self.pod_network(port.pod.node))
+        self._add_pod_routes(self.client, self.pod_networks)
 
     def _build_switch(self) -> None:
         nsutil.create_netns(self.switch_netns)
@@ -201,6 +333,84 @@ class Lab:
             port = _index(ipr, host.name)
             ipr.link("set", index=port, master=_index(ipr, BRIDGE_NAME), state="up")
 
+    def _build_pod_network(self, node: LabHost, net: PodNetwork) -> None:
+        """In the node: forwarding on, bridge ``cni0`` with the pod gateways, routes to peers."""
+        with nsutil.in_netns(node.netns), IPRoute() as ipr:
+            nsutil.write_sysctl("net.ipv4.ip_forward", 1)
+            nsutil.write_sysctl("net.ipv6.conf.all.forwarding", 1)
+            # A fixed MAC (a bridge otherwise takes its lowest port's) and no
+            # snooping, as for the LAN switch.
+            ipr.link(
+                "add",
+                ifname=POD_BRIDGE,
+                kind="bridge",
+                address=net.bridge_mac,
+                br_mcast_snooping=0,
+            )
+            idx = _index(ipr, POD_BRIDGE)
+            nsutil.write_sysctl(f"net.ipv6.conf.{POD_BRIDGE}.accept_dad", 0)
+            ipr.addr("add", index=idx, address=str(net.gateway4), prefixlen=POD_PREFIXLEN4)
+            ipr.addr(
+                "add",
+                index=idx,
+                address=str(net.gateway6),
+                prefixlen=POD_PREFIXLEN6,
+                flags=IFA_F_NODAD,
+            )
+            ipr.link("set", index=idx, state="up")
+        others = [n for n in self.pod_networks if n.node != node.name]
+        self._add_pod_routes(node, others)
+
+    def _add_pod_routes(self, host: LabHost, nets: Sequence[PodNetwork]) -> None:
+        """Routes on ``host`` to each of ``nets`` via its node's LAN address."""
+        with nsutil.in_netns(host.netns), IPRoute() as ipr:
+            eth0 = _index(ipr, host.ifname)
+            for net in nets:
+                ipr.route("add", dst=str(net.ipv4), gateway=str(net.node_ipv4), oif=eth0)
+                ipr.route("add", dst=str(net.ipv6), gateway=str(net.node_ipv6), oif=eth0)
+
+    def _build_pod(self, port: PodPort, node: LabHost, net: PodNetwork) -> None:
+        """A pod namespace, its veth pair into the node's ``cni0``, addresses, default routes."""
+        pod = port.pod
+        nsutil.create_netns(pod.netns)
+        with nsutil.in_netns(pod.netns), IPRoute() as ipr:
+            for scope in ("all", "default"):
+                nsutil.write_sysctl(f"net.ipv6.conf.{scope}.accept_dad", 0)
+            node_fd = os.open(nsutil.NETNS_RUN_DIR / node.netns, os.O_RDONLY)
+            try:
+                ipr.link(
+                    "add",
+                    ifname=pod.ifname,
+                    kind="veth",
+                    address=pod.mac,
+                    peer={
+                        "ifname": port.node_ifname,
+                        "address": port.node_mac,
+                        "net_ns_fd": node_fd,
+                    },
+                )
+            finally:
+                os.close(node_fd)
+        # The node end first: IPv6 refuses a gateway route over a link without carrier.
+        with nsutil.in_netns(node.netns), IPRoute() as ipr:
+            end = _index(ipr, port.node_ifname)
+            ipr.link("set", index=end, master=_index(ipr, POD_BRIDGE), state="up")
+        with nsutil.in_netns(pod.netns), IPRoute() as ipr:
+            nsutil.write_sysctl(f"net.ipv6.conf.{pod.ifname}.accept_dad", 0)
+            ipr.link("set", index=_index(ipr, "lo"), state="up")
+            idx = _index(ipr, pod.ifname)
+            ipr.addr("add", index=idx, address=str(pod.ipv4), prefixlen=POD_PREFIXLEN4)
+            ipr.addr(
+                "add",
+                index=idx,
+                address=str(pod.ipv6),
+                prefixlen=POD_PREFIXLEN6,
+                flags=IFA_F_NODAD,
+            )
+            ipr.link("set", index=idx, state="up")
+            ipr.route("add", dst="0.0.0.0/0", gateway=str(net.gateway4), oif=idx)
+            ipr.route("add", dst="::/0", gateway=str(net.gateway6), oif=idx)
+
 
 def _in_fresh_thread(fn: Callable[[], None]) -> None:
     """Run ``fn`` on a new thread and re-raise its error here.
@@ -222,6 +432,29 @@ def _in_fresh_thread(fn: Callable[[], None]) -> None:
     worker.join()
     if errors:
         raise errors[0]
+
+
+def _wait_ready(name: str, proc: subprocess.Popen[str], errors: IO[str], deadline: float) -> None:
+    """Block until ``proc`` prints its ``ready`` line; LabError if it exits or times out."""
+    assert proc.stdout is not None
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise LabError(f"pod server {name} was not ready in time")
+        readable, _, _ = select.select([proc.stdout], [], [], left)
+        if not readable:
+            continue
+        line = proc.stdout.readline()
+        if line.startswith("ready "):
+            return
+        if not line:  # EOF: it exited
+            proc.wait(timeout=DEFAULT_TIMEOUT)
+            errors.seek(0)
+            why = errors.read().strip().splitlines()
+            raise LabError(
+                f"pod server {name} exited with {proc.returncode}: "
+                f"{why[-1] if why else 'no error output'}"
+            )
 
 
 def _index(ipr: IPRoute, ifname: str) -> int:
@@ -254,9 +487,8 @@ def cleanup_stale(prefix: str) -> list[str]:
     For tearing down after a crash (or a CLI ``up``). Returns the removed names.
     """
     validate_prefix(prefix)
-    names = nsutil.list_netns(prefix)
-    # Hosts first, the switch last: hosts hold the processes.
-    names.sort(key=lambda n: n == switch_netns(prefix))
+    # Pods, then hosts, the switch last: pods and hosts hold the processes.
+    names = cleanup_order(prefix, nsutil.list_netns(prefix))
     for name in names:
         nsutil.kill_netns_pids(name)
         nsutil.remove_netns(name)
@@ -264,8 +496,13 @@ def cleanup_stale(prefix: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def lab(nodes: int = 2, backends: int = 1, prefix: str | None = None) -> Iterator[Lab]:
+def lab(
+    nodes: int = 2,
+    backends: int = 1,
+    prefix: str | None = None,
+    pods_per_node: int = 0,
+) -> Iterator[Lab]:
     """``with lab() as l:`` — a Lab that is up inside the block and removed after."""
-    the_lab = Lab(nodes=nodes, backends=backends, prefix=prefix)
+    the_lab = Lab(nodes=nodes, backends=backends, prefix=prefix, pods_per_node=pods_per_node)
     with the_lab:
         yield the_lab
