@@ -96,7 +96,7 @@ class NodeLease:
 
     async def renew_once(self) -> None:
         """One round: read and write the Lease. Raises ApiError/OSError/TimeoutError."""
-        async with asyncio.timeout(max(self._renew, 1.0)):
+        async with asyncio.timeout(max(self._renew * 1.5, 2.0)):
             lease = await self._api.get(self.path)
             now = datetime.now(UTC)
             if lease is None:
@@ -138,7 +138,7 @@ class NodeLease:
                         log.warning("lease renewal failed: %s", exc)
                 except (OSError, TimeoutError) as exc:
                     self.failures += 1
-                    log.warning("lease renewal failed: %s", exc or type(exc).__name__)
+                    log.warning("lease renewal failed: %s", str(exc) or type(exc).__name__)
                 await asyncio.sleep(self._renew)
         finally:
             await asyncio.shield(self.release())

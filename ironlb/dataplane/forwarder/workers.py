@@ -86,7 +86,8 @@ async def _worker(conn: multiprocessing.connection.Connection, share: int) -> No
     def send(message: Applied | Stats) -> None:
         try:
             conn.send(message)
-        except OSError:
+        except OSError as exc:
+            log.warning("worker: cannot reach the control process (%s): stopping", exc)
             stop.set()
 
     async def apply(message: Apply) -> None:
@@ -96,8 +97,9 @@ async def _worker(conn: multiprocessing.connection.Connection, share: int) -> No
     def on_message() -> None:
         try:
             message = conn.recv()
-        except (EOFError, OSError):
-            stop.set()  # the parent is gone
+        except (EOFError, OSError) as exc:
+            log.warning("worker: the control process is gone (%r): stopping", exc)
+            stop.set()
             return
         if isinstance(message, Apply):
             task = loop.create_task(apply(message))
@@ -273,7 +275,7 @@ class WorkerPool:
 
     def _on_exit(self, worker: _Worker) -> None:
         self._unwatch(worker)
-        worker.process.join(0)
+        worker.process.join(1)  # the sentinel says it exited: reap it for its exit code
         worker.conn.close()
         self.retired = add_snapshots(self.retired, retire(worker.snapshot))
         worker.snapshot = {}

@@ -1,0 +1,180 @@
+"""``ironlb speaker`` end to end in the lab: three nodes with pods, the local API,
+the controller and a real speaker process per node; the client is another
+namespace on the LAN and uses real sockets and ``arping``."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import signal
+import time
+
+import pytest
+
+from .cluster import POD_TCP, Cluster, eventually
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
+
+
+async def owner_of(cl: Cluster, name: str) -> str:
+    node = await eventually(lambda: cl.announcing_node(name), what=f"{name} announced")
+    return str(node)
+
+
+async def test_one_node_answers_and_connections_spread_over_ready_pods(
+    lab_cluster: Cluster,
+) -> None:
+    cl = lab_cluster
+    pods = cl.lab.pods
+    vip = await cl.expose("web", pods)
+    owner = await owner_of(cl, "web")
+    await eventually(
+        lambda: not any(a.startswith("ERR") for a in cl.ask(vip, count=6)),
+        what="the VIP answering",
+    )
+    got = cl.ask(vip, count=12)
+    counts = collections.Counter(got)
+    assert set(counts) == {p.name for p in pods}, got
+    assert set(counts.values()) == {2}, counts  # round-robin: exactly even
+    macs = cl.arp_macs(vip)
+    assert len(macs) == 1, macs  # exactly one node answers ARP
+    assert cl.node_by_mac(macs[0]) == owner
+    assert "NodeAssigned" in await cl.event_reasons("web")
+    # A pod turned not ready gets no new connections.
+    sick = pods[0]
+    await cl.set_endpoints("web", pods, ready=lambda p: p is not sick)
+    await eventually(lambda: sick.name not in cl.ask(vip, count=10), what="the not-ready pod out")
+    assert sick.name not in cl.ask(vip, count=20)
+
+
+async def test_sigkill_of_the_owner_fails_over_and_sigterm_loses_nothing(
+    lab_cluster: Cluster,
+) -> None:
+    cl = lab_cluster
+    vip = await cl.expose("web", cl.lab.pods)
+    owner = await owner_of(cl, "web")
+    await eventually(lambda: not cl.ask(vip)[0].startswith("ERR"), what="the VIP answering")
+    killed_at = time.monotonic()
+    cl.stop_speaker(owner, signal.SIGKILL)
+    await eventually(
+        lambda: not cl.ask(vip, timeout=0.5)[0].startswith("ERR"),
+        timeout=20,
+        what="a new connection through another node",
+    )
+    gap = time.monotonic() - killed_at
+    new_owner = await eventually(
+        lambda: _other(cl.announcing_node("web"), owner), what="a new announcing node"
+    )
+    print(f"failover after SIGKILL: first new connection after {gap:.2f} s via {new_owner}")
+    macs = cl.arp_macs(vip)
+    assert [cl.node_by_mac(m) for m in macs] == [new_owner]
+    # The killed node comes back; then SIGTERM the owner under a client loop.
+    cl.start_speaker(cl.lab.host(owner))
+    await asyncio.sleep(3)
+    current = await owner_of(cl, "web")
+    loop = asyncio.create_task(asyncio.to_thread(cl.ask, vip, 80, 300, 2.0))
+    await asyncio.sleep(1.0)
+    await asyncio.to_thread(cl.stop_speaker, current, signal.SIGTERM)
+    answers = await loop
+    failed = [a for a in answers if a.startswith("ERR")]
+    assert not failed, f"{len(failed)} failed of {len(answers)}: {failed[:5]}"
+
+
+async def _other(value: object, old: str) -> str | None:
+    node = await value  # type: ignore[misc]
+    return node if node and node != old else None
+
+
+async def test_local_policy_kernel_mode_keeps_the_client_address(lab_cluster: Cluster) -> None:
+    cl = lab_cluster
+    node2 = cl.lab.host("node2")
+    local_pods = cl.lab.pods_on(node2)
+    vip = await cl.expose(
+        "local",
+        local_pods,
+        annotations={"ironlb.io/forwarding-mode": "kernel"},
+        externalTrafficPolicy="Local",
+    )
+    assert await owner_of(cl, "local") == "node2"  # the only node with a local ready pod
+    code = (
+        f"import socket;s=socket.create_connection(('{vip}',80),timeout=3);"
+        "print(s.recv(200).decode().strip())"
+    )
+    line = await eventually(lambda: cl.client_run(code).strip(), what="a kernel-mode answer")
+    name, peer = line.split()
+    assert name in {p.name for p in local_pods}
+    assert peer.rsplit(":", 1)[0] == str(cl.lab.client.ipv4)  # no masquerade
+    assert [cl.node_by_mac(m) for m in cl.arp_macs(vip)] == ["node2"]
+
+
+async def test_source_ranges_refuse_the_client_and_shared_ips_have_one_owner(
+    lab_cluster: Cluster,
+) -> None:
+    cl = lab_cluster
+    pods = cl.lab.pods
+    vip = await cl.expose(
+        "guarded",
+        pods,
+        loadBalancerSourceRanges=["203.0.113.0/24"],
+        annotations={"ironlb.io/allow-shared-ip": "k"},
+    )
+    await owner_of(cl, "guarded")
+    await asyncio.sleep(1)
+    assert all(a.startswith("ERR") for a in cl.ask(vip, count=3, timeout=1.0))
+    second = await cl.expose(
+        "open",
+        pods,
+        ports=[{"name": "alt", "port": 81, "targetPort": POD_TCP, "protocol": "TCP"}],
+        annotations={"ironlb.io/allow-shared-ip": "k", "ironlb.io/loadBalancerIPs": vip},
+    )
+    assert second == vip
+    assert await owner_of(cl, "open") == await owner_of(cl, "guarded")
+    await eventually(lambda: not cl.ask(vip, 81)[0].startswith("ERR"), what="port 81")
+    assert len(cl.arp_macs(vip)) == 1
+
+
+async def test_exclusion_label_and_node_selector_move_the_vip(lab_cluster: Cluster) -> None:
+    cl = lab_cluster
+    vip = await cl.expose("web", cl.lab.pods)
+    owner = await owner_of(cl, "web")
+    await cl.call(
+        "PATCH",
+        f"/api/v1/nodes/{owner}",
+        {"metadata": {"labels": {"node.kubernetes.io/exclude-from-external-load-balancers": ""}}},
+    )
+    moved = await eventually(
+        lambda: _other(cl.announcing_node("web"), owner), what="the VIP leaving the node"
+    )
+    await eventually(
+        lambda: [cl.node_by_mac(m) for m in cl.arp_macs(vip)] == [moved],
+        what="ARP from the new owner only",
+    )
+    # A pool whose l2.nodeSelectors name one (not excluded) node: only it announces.
+    chosen = next(n.name for n in cl.lab.nodes if n.name not in (owner, moved))
+    selector = {"matchLabels": {"kubernetes.io/hostname": chosen}}
+    await cl.pool("edge", ["198.18.0.230/32"], l2={"nodeSelectors": [selector]})
+    await cl.expose("edge", cl.lab.pods, annotations={"ironlb.io/address-pool": "edge"})
+    assert await owner_of(cl, "edge") == chosen
+    assert [cl.node_by_mac(m) for m in cl.arp_macs("198.18.0.230")] == [chosen]
+
+
+async def test_a_speaker_cut_off_from_api_and_peers_stops_answering(lab_cluster: Cluster) -> None:
+    cl = lab_cluster
+    vip = await cl.expose("web", cl.lab.pods)
+    owner = await owner_of(cl, "web")
+    node = cl.lab.host(owner)
+    await eventually(lambda: len(cl.arp_macs(vip)) == 1, what="one ARP answer")
+    # Cut: no API (bridge gone), no heartbeats in or out (UDP 7473 dropped on the node).
+    await cl.bridge.cut(node.netns)
+    cl.lab.run(node, "nft", "add table inet cut")
+    cl.lab.run(node, "nft", "add chain inet cut in { type filter hook input priority 0; }")
+    cl.lab.run(node, "nft", "add chain inet cut out { type filter hook output priority 0; }")
+    cl.lab.run(node, "nft", "add rule inet cut in udp dport 7473 drop")
+    cl.lab.run(node, "nft", "add rule inet cut out udp dport 7473 drop")
+
+    # Within its lease (4 s) plus a margin it must stop; a peer takes over.
+    def others_only() -> bool:
+        owners = [cl.node_by_mac(m) for m in cl.arp_macs(vip)]
+        return len(owners) == 1 and owners[0] != owner
+
+    await eventually(others_only, timeout=20, what="only another node answering ARP")
