@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from ironlb.operator.service_request import ALLOCATED_FROM_POOL, ANNOUNCING_NODE
+
 __all__ = [
     "ALLOCATED_FROM_POOL",
     "ANNOUNCING_NODE",
@@ -27,8 +29,6 @@ __all__ = [
     "table",
 ]
 
-ALLOCATED_FROM_POOL = "ironlb.io/ip-allocated-from-pool"
-ANNOUNCING_NODE = "ironlb.io/announcing-node"
 
 POOL_HEADERS = ["NAME", "ADDRESSES", "USED", "FREE", "AUTO-ASSIGN", "STATUS", "AGE"]
 POOL_WIDE_HEADERS = [*POOL_HEADERS, "AVOID-BUGGY-IPS", "PRIORITY", "NAMESPACES"]

@@ -45,6 +45,8 @@ LOAD_BALANCER_IPS = "ironlb.io/loadBalancerIPs"
 ADDRESS_POOL = "ironlb.io/address-pool"
 ALLOW_SHARED_IP = "ironlb.io/allow-shared-ip"
 ALLOCATED_FROM_POOL = "ironlb.io/ip-allocated-from-pool"
+#: Written by the speaker that announces the Service's VIP: that node's name.
+ANNOUNCING_NODE = "ironlb.io/announcing-node"
 DEFAULT_LOAD_BALANCER_CLASS = "ironlb.io/ironlb"
 
 _FAMILIES = {"IPv4": 4, "IPv6": 6}

@@ -42,7 +42,7 @@ from ironlb.operator.allocator import ServiceKey
 from ironlb.operator.events import EventRecorder
 from ironlb.operator.k8s_adapter import ApiError, KubeApi
 from ironlb.operator.pool_status import POOLS
-from ironlb.operator.service_request import DEFAULT_LOAD_BALANCER_CLASS
+from ironlb.operator.service_request import ANNOUNCING_NODE, DEFAULT_LOAD_BALANCER_CLASS
 from ironlb.speaker.heartbeat import KeyMissing, heartbeat_key_from_secret
 from ironlb.speaker.heartbeat_transport import HeartbeatService
 from ironlb.speaker.membership import Membership
@@ -54,7 +54,6 @@ __all__ = ["ANNOUNCING_NODE", "HEARTBEAT_SECRET", "SpeakerConfig", "SpeakerError
 
 log = logging.getLogger("ironlb.speaker")
 
-ANNOUNCING_NODE = "ironlb.io/announcing-node"
 HEARTBEAT_SECRET = "ironlb-heartbeat"
 SERVICES = "/api/v1/services"
 SLICES = "/apis/discovery.k8s.io/v1/endpointslices"

@@ -37,6 +37,12 @@ BENCHMARKS: list[tuple[str, str | None, list[str], list[str]]] = [
     ),
     ("tests.bench.forwarder_bench", None, [], ["--quick"]),
     ("tests.bench.fastpath_bench", None, [], ["--quick"]),
+    (
+        "tests.bench.speaker_bench",
+        "Speaker in the lab: failover, rolling restart, planning at scale",
+        [],
+        ["--trials", "3", "--services", "500", "--changes", "5"],
+    ),
 ]
 
 

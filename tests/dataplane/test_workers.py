@@ -30,7 +30,7 @@ def config_text(port: int, backends: list[int], extra: str = "") -> str:
 class Forward:
     """A running ``ironlb forward`` with its log file."""
 
-    def __init__(self, tmp: Path, config: str, workers: int = 2) -> None:
+    def __init__(self, tmp: Path, config: str, workers: int = 2, *extra: str) -> None:
         self.config = tmp / "lb.yaml"
         self.config.write_text(config)
         self.log = tmp / "forward.log"
@@ -47,9 +47,11 @@ class Forward:
                 str(workers),
                 "--metrics-address",
                 f"127.0.0.1:{self.metrics_port}",
+                *extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=self.log.open("w"),
+            start_new_session=True,
         )
 
     def text(self) -> str:
@@ -100,8 +102,8 @@ def run_forward(tmp_path: Path) -> Iterator[Start]:
     """Start ``ironlb forward``; stopped (workers included) when the test ends."""
     started: list[Forward] = []
 
-    def start(config: str, workers: int = 2) -> Forward:
-        fwd = Forward(tmp_path, config, workers)
+    def start(config: str, workers: int = 2, *extra: str) -> Forward:
+        fwd = Forward(tmp_path, config, workers, *extra)
         started.append(fwd)
         return fwd
 
@@ -296,3 +298,23 @@ async def test_one_gib_each_way_arrives_intact(run_forward: Start) -> None:
     finally:
         server.close()
     assert results == {"backend": expected.hexdigest(), "client": expected.hexdigest()}
+
+
+async def test_sigterm_to_the_whole_group_drains_open_connections(
+    run_forward: Start, backends: Backends
+) -> None:
+    """systemd and ``kill -- -PGID`` signal every process: the workers must keep
+    serving open connections until the control process ends the drain."""
+    key = make_key()
+    backend = await backends.tcp("b0")
+    fwd = run_forward(config_text(key.port, [backend.port]), 1, "--drain-seconds", "3")
+    await asyncio.to_thread(fwd.wait_log, "ready: all workers are serving")
+    reader, writer = await asyncio.open_connection(str(key.vip), key.port)
+    assert await asyncio.wait_for(reader.readline(), 5) == b"b0\n"
+    os.killpg(fwd.proc.pid, signal.SIGTERM)
+    await asyncio.sleep(1.0)  # inside the drain period
+    writer.write(b"still here\n")
+    assert await asyncio.wait_for(reader.readline(), 5) == b"still here\n"
+    writer.close()
+    assert await asyncio.to_thread(fwd.proc.wait, 20) == 0
+    assert "drained" in fwd.text()

@@ -8,6 +8,7 @@ import asyncio
 import collections
 import signal
 import time
+from collections.abc import Awaitable
 
 import pytest
 
@@ -178,3 +179,39 @@ async def test_a_speaker_cut_off_from_api_and_peers_stops_answering(lab_cluster:
         return len(owners) == 1 and owners[0] != owner
 
     await eventually(others_only, timeout=20, what="only another node answering ARP")
+
+
+async def test_dual_stack_one_node_answers_ndp_and_sctp_is_reported(lab_cluster: Cluster) -> None:
+    cl = lab_cluster
+    ports = [
+        {"name": "http", "port": 80, "targetPort": POD_TCP, "protocol": "TCP"},
+        {"name": "sig", "port": 3868, "targetPort": 3868, "protocol": "SCTP"},
+    ]
+    await cl.expose("dual", cl.lab.pods, ports=ports, families=(4, 6))
+    ips = await cl.wait_ips("dual")
+    v6 = next(i for i in ips if ":" in i)
+    owner = await owner_of(cl, "dual")
+
+    def ndp_macs() -> list[str]:
+        out = cl.lab.run(cl.lab.client, "ndisc6", "-r", "3", "-w", "500", v6, "eth0", check=False)
+        return sorted(
+            {
+                line.split()[-1].lower()
+                for line in out.stdout.splitlines()
+                if "link-layer address" in line
+            }
+        )
+
+    macs = await eventually(ndp_macs, what="an NDP answer")
+    assert [cl.node_by_mac(m) for m in macs] == [owner]
+    answers = await eventually(
+        lambda: [a for a in cl.ask(v6, count=3) if not a.startswith("ERR")], what="IPv6 answers"
+    )
+    assert set(answers) <= {p.name for p in cl.lab.pods}
+    await eventually(
+        lambda: _has(cl.event_reasons("dual"), "UnsupportedProtocol"), what="the SCTP Event"
+    )
+
+
+async def _has(reasons: Awaitable[list[str]], reason: str) -> bool:
+    return reason in await reasons

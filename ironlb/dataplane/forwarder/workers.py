@@ -18,6 +18,7 @@ the :class:`~.messages.Applied` answers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import gc
 import logging
@@ -71,16 +72,24 @@ def worker_main(
     setup_logging(log_format, log_level, process=f"worker-{index}")
     import uvloop
 
-    uvloop.run(_worker(conn, share))
+    uvloop.run(_worker(conn, share, parent_pid))
 
 
-async def _worker(conn: multiprocessing.connection.Connection, share: int) -> None:
+async def _worker(conn: multiprocessing.connection.Connection, share: int, parent_pid: int) -> None:
     from ironlb.dataplane.forwarder.listeners import Forwarder
 
     loop = asyncio.get_running_loop()
     forwarder = Forwarder(loop, share=share)
     stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+
+    def on_term() -> None:
+        # A SIGTERM sent to the whole process group (systemd, `kill -- -PGID`) must not
+        # cut open connections while the control process drains them: the control
+        # process stops us by closing the pipe. Only a dead parent (PDEATHSIG) counts.
+        if os.getppid() != parent_pid:
+            stop.set()
+
+    loop.add_signal_handler(signal.SIGTERM, on_term)
     pending: set[asyncio.Task[None]] = set()
 
     def send(message: Applied | Stats) -> None:
@@ -221,12 +230,15 @@ class WorkerPool:
         )
 
     async def stop(self) -> None:
-        """Terminate the workers (open connections are closed), kill stragglers."""
+        """Stop the workers (open connections are closed), kill stragglers.
+
+        A worker stops when its pipe closes (it ignores a SIGTERM of the whole
+        process group while its parent lives, so a drain is not cut short).
+        """
         self._stopping = True
         for worker in self.workers.values():
             self._unwatch(worker)
-            if worker.process.is_alive():
-                worker.process.terminate()
+            worker.conn.close()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + STOP_GRACE
         for worker in self.workers.values():
@@ -235,7 +247,6 @@ class WorkerPool:
             if worker.process.is_alive():
                 worker.process.kill()
             worker.process.join(1)
-            worker.conn.close()
 
     # -- processes -----------------------------------------------------------
 
@@ -258,7 +269,8 @@ class WorkerPool:
         assert self._loop is not None
         if not worker.conn.closed:
             self._loop.remove_reader(worker.conn.fileno())
-        self._loop.remove_reader(worker.process.sentinel)
+        with contextlib.suppress(ValueError):  # the process object was already closed
+            self._loop.remove_reader(worker.process.sentinel)
 
     def _on_message(self, worker: _Worker) -> None:
         try:
