@@ -41,7 +41,7 @@ BENCHMARKS: list[tuple[str, str | None, list[str], list[str]]] = [
         "tests.bench.speaker_bench",
         "Speaker in the lab: failover, rolling restart, planning at scale",
         [],
-        ["--trials", "3", "--services", "500", "--changes", "5"],
+        ["--trials", "3", "--services", "500", "--changes", "5", "--rounds", "1", "--seconds", "3"],
     ),
 ]
 

@@ -8,6 +8,12 @@
 * **Rolling restart**: the client loops over new connections while every
   speaker in turn gets SIGTERM (hand-over + drain) and is started again;
   failed connections are counted.
+* **Throughput through the lab**: ``wrk -t1 -c50`` from the client namespace
+  (``net.ipv4.tcp_tw_reuse=1`` there, so the client's TIME_WAIT does not cap
+  it) to a proxy-mode VIP and a kernel-mode VIP, and to HAProxy 2.6 (``mode
+  tcp``, one thread) running in the owning node's namespace in front of the
+  same six pods. The pod server answers HTTP/1.0 and closes, so every request
+  is a new connection. Interleaved rounds, medians, ratios against HAProxy.
 * **Planning at scale**: ``plan_node`` over ``--services`` Services x 10
   endpoints, after one endpoint change (p50/p99 of ``--changes`` changes),
   and the memory the view and the plan take (tracemalloc). This is the pure
@@ -20,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import json
+import shutil
 import signal
 import statistics
 import sys
@@ -30,7 +38,7 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.cluster import Cluster, cluster, eventually
+from tests.e2e.cluster import POD_TCP, Cluster, cluster, eventually
 
 PROBE = """
 import json, socket, sys, time
@@ -100,7 +108,6 @@ def planning(services: int, changes: int) -> tuple[float, float, float]:
     from ironlb.speaker.election import node_info
     from ironlb.speaker.plan import plan_node
 
-    tracemalloc.start()
     nodes = {f"node{i}": node_info({"metadata": {"name": f"node{i}"}}) for i in range(1, 4)}
     svcs: list[dict[str, Any]] = []
     slices: list[dict[str, Any]] = []
@@ -146,6 +153,12 @@ def planning(services: int, changes: int) -> tuple[float, float, float]:
         start = time.perf_counter()
         plan_node(node="node1", services=svcs, slices=slices, nodes=nodes, pools={}, alive=alive)
         times.append(time.perf_counter() - start)
+    # Memory apart from the timings (tracemalloc slows every allocation down).
+    tracemalloc.start()
+    copies = copy.deepcopy((svcs, slices))
+    plan_node(
+        node="node1", services=copies[0], slices=copies[1], nodes=nodes, pools={}, alive=alive
+    )
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     times.sort()
@@ -153,14 +166,59 @@ def planning(services: int, changes: int) -> tuple[float, float, float]:
     return statistics.median(times), p99, peak / 2**20
 
 
-async def lab_part(trials: int) -> tuple[list[float], tuple[int, int]]:
+def wrk(cl: Cluster, url: str, seconds: int) -> float:
+    out = cl.lab.run(
+        cl.lab.client, "wrk", "-t1", "-c50", f"-d{seconds}s", url, timeout=seconds + 30
+    ).stdout
+    for line in out.splitlines():
+        if line.startswith("Requests/sec:"):
+            return float(line.split()[1])
+    raise RuntimeError(f"no wrk result: {out}")
+
+
+async def throughput(cl: Cluster, rounds: int, seconds: int) -> dict[str, float] | None:
+    if shutil.which("wrk") is None or shutil.which("haproxy") is None:
+        return None
+    cl.lab.run(cl.lab.client, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1")
+    kvip = await cl.expose("kweb", cl.lab.pods, annotations={"ironlb.io/forwarding-mode": "kernel"})
+    node = cl.lab.host(await owner(cl))
+    servers = "\n".join(f"  server {p.name} {p.ipv4}:{POD_TCP}" for p in cl.lab.pods)
+    conf = Path(tempfile.mkdtemp(prefix="ironlb-haproxy-")) / "haproxy.cfg"
+    conf.write_text(
+        "global\n  nbthread 1\ndefaults\n  mode tcp\n  timeout connect 5s\n"
+        "  timeout client 60s\n  timeout server 60s\n"
+        f"frontend web\n  bind {node.ipv4}:8088\n  default_backend web\n"
+        f"backend web\n  balance roundrobin\n{servers}\n"
+    )
+    haproxy = cl.lab.popen(node, "haproxy", "-db", "-f", str(conf))
+    try:
+        await asyncio.sleep(1.0)
+        targets = {
+            "ironlb proxy mode": f"http://{VIP[0]}:80/",
+            "ironlb kernel mode": f"http://{kvip}:80/",
+            "HAProxy on the owning node": f"http://{node.ipv4}:8088/",
+        }
+        results: dict[str, list[float]] = {name: [] for name in targets}
+        for _ in range(rounds):
+            for name, url in targets.items():
+                results[name].append(await asyncio.to_thread(wrk, cl, url, seconds))
+        return {name: statistics.median(values) for name, values in results.items()}
+    finally:
+        haproxy.terminate()
+        haproxy.wait(10)
+
+
+async def lab_part(
+    trials: int, rounds: int, seconds: int
+) -> tuple[list[float], tuple[int, int], dict[str, float] | None]:
     with tempfile.TemporaryDirectory(prefix="ironlb-speaker-bench-") as tmp:
         async with cluster(Path(tmp)) as cl:
             VIP[:] = [await cl.expose("web", cl.lab.pods)]
             await asyncio.sleep(3.0)
             gaps = await failover(cl, trials)
             lost = await rolling(cl)
-    return gaps, lost
+            rates = await throughput(cl, rounds, seconds)
+    return gaps, lost, rates
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,8 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--services", type=int, default=2000)
     parser.add_argument("--changes", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=10, help="per wrk run")
     args = parser.parse_args(argv)
-    gaps, (failed, total) = asyncio.run(lab_part(args.trials))
+    gaps, (failed, total), rates = asyncio.run(lab_part(args.trials, args.rounds, args.seconds))
     p50, p99, mib = planning(args.services, args.changes)
     print("Command: `python -m tests.bench.speaker_bench` (root; 3 lab nodes, 6 pods).\n")
     print("| measure | result |")
@@ -186,6 +246,19 @@ def main(argv: list[str] | None = None) -> int:
         f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms |"
     )
     print(f"| memory of the objects and the plan (tracemalloc peak) | {mib:.0f} MiB |")
+    print()
+    if rates is None:
+        print("Throughput: skipped (wrk or haproxy missing; `make bench` installs them).")
+        return 0
+    base = rates["HAProxy on the owning node"]
+    print(
+        f"Throughput, new connection per request (`wrk -t1 -c50 -d{args.seconds}s`, "
+        f"{args.rounds} interleaved rounds, medians):\n"
+    )
+    print("| target | requests/s | vs HAProxy |")
+    print("| --- | --- | --- |")
+    for name, rate in rates.items():
+        print(f"| {name} | {rate:,.0f} | {rate / base:.2f}x |")
     return 0
 
 

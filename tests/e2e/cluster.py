@@ -39,6 +39,7 @@ POOL6_RANGE = "fd00:198:18::200-fd00:198:18::220"
 POD_TCP = 8080
 POD_UDP = 8053
 MERGE = "application/merge-patch+json"
+METRICS_PORT = 7472
 
 
 class Cluster:
@@ -179,6 +180,8 @@ class Cluster:
             "1",
             "--interfaces",
             "eth0",
+            "--metrics-address",
+            f"127.0.0.1:{METRICS_PORT}",
             *extra,
             env=env,
             stdout=log,
@@ -186,6 +189,14 @@ class Cluster:
         )
         self.speakers[node.name] = proc
         return proc
+
+    def metrics(self, node: LabHost) -> str:
+        """The speaker's Prometheus page, fetched inside the node's namespace."""
+        code = (
+            "import urllib.request;print(urllib.request.urlopen("
+            f"'http://127.0.0.1:{METRICS_PORT}/metrics',timeout=5).read().decode())"
+        )
+        return self.lab.run(node, sys.executable, "-c", code, check=False).stdout  # "" until up
 
     def speaker_log(self, name: str) -> str:
         return (self.tmp / f"speaker-{name}.log").read_text(errors="replace")

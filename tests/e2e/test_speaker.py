@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import signal
+import sys
 import time
 from collections.abc import Awaitable
 
@@ -215,3 +216,51 @@ async def test_dual_stack_one_node_answers_ndp_and_sctp_is_reported(lab_cluster:
 
 async def _has(reasons: Awaitable[list[str]], reason: str) -> bool:
     return reason in await reasons
+
+
+REPLAY = r"""
+import socket, struct
+raw = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
+raw.bind(("eth0", 0))
+raw.settimeout(5)
+while True:
+    pkt = raw.recv(2048)
+    ihl = (pkt[0] & 0x0F) * 4
+    if pkt[9] == 17 and struct.unpack("!H", pkt[ihl + 2:ihl + 4])[0] == 7473:
+        payload = pkt[ihl + 8:]
+        break
+out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+out.sendto(payload, ("127.0.0.1", 7473))  # the same heartbeat again: a replay
+forged = bytearray(payload)
+forged[12] ^= 0xFF  # another sequence number, same MAC: a forgery
+out.sendto(bytes(forged), ("127.0.0.1", 7473))
+print("sent")
+"""
+
+
+def _rejected(text: str, reason: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("ironlb_speaker_heartbeats_rejected_total") and f'"{reason}"' in line:
+            total += float(line.split()[-1])
+    return total
+
+
+async def test_forged_and_replayed_heartbeats_are_ignored_and_counted(
+    lab_cluster: Cluster,
+) -> None:
+    cl = lab_cluster
+    node2 = cl.lab.host("node2")
+    await eventually(
+        lambda: "ironlb_speaker_live_peers 3.0" in cl.metrics(node2), what="three live speakers"
+    )
+    assert cl.lab.run(node2, sys.executable, "-c", REPLAY).stdout.strip() == "sent"
+
+    def counted() -> str:
+        text = cl.metrics(node2)
+        return text if _rejected(text, "replayed") >= 1 else ""
+
+    text = await eventually(counted, what="the replay counted")
+    assert _rejected(text, "bad_mac") >= 1
+    await asyncio.sleep(1.0)
+    assert "ironlb_speaker_live_peers 3.0" in cl.metrics(node2)  # membership unchanged
