@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
@@ -17,29 +15,14 @@ from ironlb.lab.netlab import Lab, LabError, cleanup_stale
 from ironlb.lab.netlab.nsutil import list_netns, netns_pids, read_sysctl
 from ironlb.lab.netlab.plan import random_prefix
 
+from .lab_crash import crashed_lab, pid_alive, wait_gone
+
 pytestmark = pytest.mark.root
 
 
 def _netns_list() -> list[str]:
     out = subprocess.run(["ip", "netns", "list"], check=True, capture_output=True, text=True)
     return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _wait_gone(pid: int, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _pid_alive(pid):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.mark.parametrize("family", [4, 6])
@@ -165,39 +148,18 @@ def test_prefix_in_use_is_refused(lab: Lab) -> None:
     assert len(list_netns(lab.prefix)) == 1 + len(lab.hosts)
 
 
-CRASHER = textwrap.dedent(
-    """
-    import os, signal, subprocess, sys
-    from ironlb.lab.netlab import Lab
-    lab = Lab(nodes=1, backends=1, prefix=sys.argv[1])
-    lab.up()
-    child = subprocess.Popen(["ip", "netns", "exec", lab.nodes[0].netns, "sleep", "600"])
-    print(child.pid, flush=True)
-    sys.stdin.readline()
-    os.kill(os.getpid(), signal.SIGKILL)
-    """
-)
-
-
 def test_cleanup_after_crash(tmp_path) -> None:
-    prefix = random_prefix()
-    script = tmp_path / "crash.py"
-    script.write_text(CRASHER)
-    proc = subprocess.Popen(
-        [sys.executable, str(script), prefix],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None and proc.stdin is not None
-        leftover = int(proc.stdout.readline())
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        assert proc.wait(timeout=10) == -signal.SIGKILL
+    body = """
+        lab = Lab(nodes=1, backends=1, prefix=sys.argv[1])
+        lab.up()
+        child = subprocess.Popen(["ip", "netns", "exec", lab.nodes[0].netns, "sleep", "600"])
+        print(child.pid, flush=True)
+    """
+    with crashed_lab(tmp_path, body) as (prefix, line):
+        leftover = int(line)
         # The crashed run left its namespaces and a process behind.
         assert len(list_netns(prefix)) == 4
-        assert _pid_alive(leftover)
+        assert pid_alive(leftover)
         cli = [sys.executable, "-m", "ironlb.cli", "lab", "net"]
         again = subprocess.run([*cli, "up", "--prefix", prefix], capture_output=True, text=True)
         assert again.returncode == 2
@@ -207,12 +169,8 @@ def test_cleanup_after_crash(tmp_path) -> None:
             f"{prefix}-{n}" for n in ("sw", "client", "node1", "backend1")
         )
         assert not list_netns(prefix)
-        assert _wait_gone(leftover)
+        assert not wait_gone([leftover])
         assert cleanup_stale(prefix) == []
-    finally:
-        proc.kill()
-        proc.wait()
-        cleanup_stale(prefix)
 
 
 def test_cli_up_and_down_json() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import socket
@@ -19,6 +18,8 @@ import pytest
 from ironlb.lab.netlab import Lab, LabError, LabHost, cleanup_stale
 from ironlb.lab.netlab.nsutil import list_netns, netns_pids, read_sysctl
 from ironlb.lab.netlab.plan import random_prefix
+
+from .lab_crash import crashed_lab, pid_alive, wait_gone
 
 pytestmark = pytest.mark.root
 
@@ -56,14 +57,6 @@ def _recv_until_eof(sock: socket.socket) -> bytes:
     while chunk := sock.recv(65536):
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_pods_are_planned_and_built_on_their_nodes(pods_lab: Lab) -> None:
@@ -311,43 +304,19 @@ def test_down_removes_pods_and_their_servers(lab_factory: LabFactory) -> None:
     assert all(netns_pids(p.netns) for p in lab.pods)
     lab.down()
     assert not list_netns(lab.prefix)
-    deadline = time.monotonic() + 5
-    while any(_pid_alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not [pid for pid in pids if _pid_alive(pid)]
-
-
-CRASHER = textwrap.dedent(
-    """
-    import os, signal, sys
-    from ironlb.lab.netlab import Lab
-    lab = Lab(nodes=2, backends=0, pods_per_node=1, prefix=sys.argv[1])
-    lab.up()
-    servers = lab.start_pod_servers()
-    print(" ".join(str(p.pid) for p in servers.values()), flush=True)
-    sys.stdin.readline()
-    os.kill(os.getpid(), signal.SIGKILL)
-    """
-)
+    assert not wait_gone(pids)
 
 
 def test_cli_down_after_a_crash_kills_pod_servers(tmp_path) -> None:
-    prefix = random_prefix()
-    script = tmp_path / "crash.py"
-    script.write_text(CRASHER)
-    proc = subprocess.Popen(
-        [sys.executable, str(script), prefix],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None and proc.stdin is not None
-        pids = [int(p) for p in proc.stdout.readline().split()]
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        assert proc.wait(timeout=10) == -signal.SIGKILL
-        assert len(pids) == 2 and all(_pid_alive(p) for p in pids)
+    body = """
+        lab = Lab(nodes=2, backends=0, pods_per_node=1, prefix=sys.argv[1])
+        lab.up()
+        servers = lab.start_pod_servers()
+        print(" ".join(str(p.pid) for p in servers.values()), flush=True)
+    """
+    with crashed_lab(tmp_path, body) as (prefix, line):
+        pids = [int(p) for p in line.split()]
+        assert len(pids) == 2 and all(pid_alive(p) for p in pids)
         assert len(list_netns(prefix)) == 6  # sw, client, 2 nodes, 2 pods
         down = subprocess.run(
             [*CLI, "down", "--prefix", prefix, "--json"], capture_output=True, text=True
@@ -357,14 +326,7 @@ def test_cli_down_after_a_crash_kills_pod_servers(tmp_path) -> None:
         assert removed[:2] == [f"{prefix}-node1-pod1", f"{prefix}-node2-pod1"]
         assert removed[-1] == f"{prefix}-sw"
         assert not list_netns(prefix)
-        deadline = time.monotonic() + 5
-        while any(_pid_alive(p) for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not [p for p in pids if _pid_alive(p)]
-    finally:
-        proc.kill()
-        proc.wait()
-        cleanup_stale(prefix)
+        assert not wait_gone(pids)
 
 
 def test_cli_up_with_pods_and_servers_json() -> None:
@@ -425,10 +387,7 @@ def test_cli_up_with_pods_and_servers_json() -> None:
         assert down.returncode == 0, down.stderr
         assert "removed 8 namespace(s)" in down.stdout
         assert not list_netns(prefix)
-        deadline = time.monotonic() + 5
-        while any(_pid_alive(p) for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not [p for p in pids if _pid_alive(p)]
+        assert not wait_gone(pids)
     finally:
         cleanup_stale(prefix)
 
