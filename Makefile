@@ -51,7 +51,7 @@ bench: venv sys-deps bench-deps
 
 # The demo needs the speaker (next milestone); until then say so, do not pretend.
 demo:
-	@echo "make demo is not available yet: it arrives with 'ironlb speaker'." >&2
+	@echo "make demo is not available yet: it arrives with the Helm chart and the container image." >&2
 	@echo "What runs today is listed in README.md ('What runs today')." >&2
 	@exit 2
 

@@ -78,15 +78,12 @@ def run(args: argparse.Namespace) -> int:
         # kopf logs every handled event at INFO: 10,000 Services, 30,000 lines.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
-    settings = kopf.OperatorSettings()
-    connection = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(
-        settings=settings
-    )
-    if connection is None:
-        print(
-            "ironlb controller: no credentials (not in a cluster, no KUBECONFIG or ~/.kube/config)",
-            file=sys.stderr,
-        )
+    from ironlb.operator.kube_login import LoginFailed, login
+
+    try:
+        connection = login()
+    except LoginFailed as exc:
+        print(f"ironlb controller: {exc}", file=sys.stderr)
         return 2
     config = ControllerConfig(
         load_balancer_class=args.load_balancer_class,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import kopf
 
+from ironlb.common.signals import reclaim_stop_signals
 from ironlb.operator.controller import AllocationController
 from ironlb.operator.k8s_adapter import KubeApi
 from ironlb.operator.kopf_handlers import build_registry
@@ -119,6 +120,7 @@ async def run_controller(
             name="ironlb-kopf",
         )
         election = asyncio.create_task(elector.run(), name="ironlb-election")
+        signals = asyncio.create_task(reclaim_stop_signals(ready, stop))
         waiter = asyncio.create_task(stop.wait())
         try:
             done, _ = await asyncio.wait(
@@ -128,6 +130,7 @@ async def run_controller(
                 task.result()  # surface a crash
         finally:
             waiter.cancel()
+            signals.cancel()
             election.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await election  # releases the Lease and deactivates the controller

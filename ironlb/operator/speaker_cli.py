@@ -83,24 +83,19 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import signal
 
-    import kopf
     import uvloop
 
     from ironlb.dataplane.forwarder.logs import setup_logging
+    from ironlb.operator.kube_login import LoginFailed, login
     from ironlb.speaker.runtime import SpeakerConfig, SpeakerError, run_speaker
 
     setup_logging(args.log_format, args.log_level, process="speaker")
     if args.log_level != "debug":
         logging.getLogger("kopf").setLevel(logging.WARNING)
-    settings = kopf.OperatorSettings()
     try:
-        connection = kopf.login_with_service_account(
-            settings=settings
-        ) or kopf.login_with_kubeconfig(settings=settings)
-    except kopf.LoginError as exc:
+        connection = login()
+    except LoginFailed as exc:
         return _fail(str(exc))
-    if connection is None:
-        return _fail("no credentials (not in a cluster, no KUBECONFIG or ~/.kube/config)")
     config = SpeakerConfig(
         node=args.node_name,
         namespace=args.namespace,

@@ -35,6 +35,7 @@ import kopf
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ironlb.common.addresses import IPAddress, address_sort_key
+from ironlb.common.signals import reclaim_stop_signals
 from ironlb.dataplane.dataplane import DataPlane, DataPlaneError
 from ironlb.dataplane.settings import AnnounceConfig, DataPlaneSettings
 from ironlb.dataplane.state import Mode
@@ -206,8 +207,14 @@ class Speaker:
         """The heartbeat key from the Secret; :class:`SpeakerError` saying what to create."""
         ns = self.config.namespace
         secret = await self.api.get(f"/api/v1/namespaces/{ns}/secrets/{HEARTBEAT_SECRET}")
+        if secret is None:
+            raise SpeakerError(
+                f"Secret {ns}/{HEARTBEAT_SECRET} not found: create it with: kubectl -n {ns} "
+                f"create secret generic {HEARTBEAT_SECRET} "
+                "--from-literal=key=$(head -c32 /dev/urandom | base64)"
+            )
         try:
-            return heartbeat_key_from_secret(secret or {}, ns)
+            return heartbeat_key_from_secret(secret, ns)
         except KeyMissing as exc:
             raise SpeakerError(str(exc)) from None
 
@@ -438,6 +445,7 @@ async def run_speaker(
         speaker.events.start()
         lease = asyncio.create_task(speaker.lease.run(), name="ironlb-speaker-lease")
         kopf_stop = asyncio.Event()
+        kopf_ready = asyncio.Event()
         operator = asyncio.create_task(
             kopf.operator(
                 registry=_registry(speaker, connection),
@@ -445,9 +453,11 @@ async def run_speaker(
                 standalone=True,
                 clusterwide=True,
                 stop_flag=kopf_stop,
+                ready_flag=kopf_ready,
             ),
             name="ironlb-speaker-kopf",
         )
+        signals = asyncio.create_task(reclaim_stop_signals(kopf_ready, stop))
         loop_task = asyncio.create_task(speaker.reconcile_forever(), name="ironlb-reconcile")
         key_task = asyncio.create_task(speaker.follow_key(), name="ironlb-speaker-key")
         waiter = asyncio.create_task(stop.wait())
@@ -466,10 +476,12 @@ async def run_speaker(
                 task.result()
         finally:
             # Hand over first: peers hear "leaving" and see the Lease released.
+            log.info("stopping: handing the VIPs over")
             speaker._stopping = True
             speaker._dirty.set()
             waiter.cancel()
             key_task.cancel()
+            signals.cancel()
             await heartbeats.stop(leaving=True)
             lease.cancel()
             with contextlib.suppress(asyncio.CancelledError):
