@@ -174,6 +174,12 @@ class DataPlane:
         """The proxy counters of all workers, summed."""
         return self.workers.snapshot()
 
+    def missing_interfaces(self) -> dict[str, frozenset[str]]:
+        """Per owned VIP (as text), the interfaces of its scope that are not served."""
+        if self._announcement is None:
+            return {}
+        return {str(v): n for v, n in self._announcement.missing_interfaces().items()}
+
     def backend_up(self) -> dict[tuple[str, str], bool]:
         """``{(listener, backend): ready}`` of the applied state."""
         return {
@@ -200,7 +206,7 @@ class DataPlane:
         assert self._announcement is not None
         before = self._announcement.vips
         try:
-            await self._announcement.update(state.vips)
+            await self._announcement.update({v: state.announce.get(v) for v in state.vips})
         except (OSError, RuntimeError) as exc:
             raise DataPlaneError(f"cannot own the VIPs: {exc}") from exc
         if state.vips != before:

@@ -11,7 +11,7 @@ use it for the VIPs it wins.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from ironlb.dataplane.l2.announcer import Announcer
@@ -60,18 +60,26 @@ class VipAnnouncement:
             "announcing on %s", ", ".join(sorted(self._announcer.interfaces)) or "no interface yet"
         )
 
-    async def update(self, vips: Iterable[IPAddress]) -> None:
-        """Own exactly ``vips`` from now on."""
+    async def update(
+        self, vips: Iterable[IPAddress] | Mapping[IPAddress, frozenset[str] | None]
+    ) -> None:
+        """Own exactly ``vips`` from now on; a mapping also gives each VIP the
+        interfaces it is announced on (see :meth:`Announcer.set_owned`)."""
         if self._binder is None:
             raise RuntimeError("VipAnnouncement is not started")
-        wanted = frozenset(vips)
-        added, kept = wanted - self._vips, wanted & self._vips
+        scope = dict(vips) if isinstance(vips, Mapping) else dict.fromkeys(vips)
+        wanted = frozenset(scope)
+        kept = wanted & self._vips
         # Release: stop answering first, then take the address off lo.
-        self._announcer.set_owned(kept)
+        self._announcer.set_owned({v: scope[v] for v in kept})
         # Takeover: the address is on lo before anyone is told to send to us.
         await self._binder.sync_async(wanted)
-        self._announcer.set_owned(kept | added)
+        self._announcer.set_owned(scope)
         self._vips = wanted
+
+    def missing_interfaces(self) -> dict[IPAddress, frozenset[str]]:
+        """Per owned VIP, the scoped interfaces that are not served."""
+        return self._announcer.missing_interfaces()
 
     def withdraw(self) -> None:
         """Stop answering and announcing every VIP at once, but keep them bound on

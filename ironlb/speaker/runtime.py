@@ -294,6 +294,7 @@ class Speaker:
     ) -> None:
         me = self.config.node
         reporter = min(alive) if alive else None
+        missing = self.dataplane.missing_interfaces()
         for vip in sorted(plan.owners, key=address_sort_key):
             owner = plan.owners[vip]
             before = self._owners.get(vip)
@@ -312,6 +313,15 @@ class Speaker:
                         )
                 elif owner == me and failure is not None:
                     self._event(key, "Warning", "AnnounceFailed", failure)
+                if owner == me and str(vip) in missing:
+                    names = ", ".join(sorted(missing[str(vip)]))
+                    self._event(
+                        key,
+                        "Warning",
+                        "AnnounceFailed",
+                        f"{vip}: interface {names} of the pool's l2.interfaces is not "
+                        f"served on node {me} (missing, down, or not in --interfaces)",
+                    )
                 elif owner is None and reporter == me and current:
                     self._annotate(key, None)
             if owner == me and before not in (None, me):

@@ -264,3 +264,21 @@ async def test_forged_and_replayed_heartbeats_are_ignored_and_counted(
     assert _rejected(text, "bad_mac") >= 1
     await asyncio.sleep(1.0)
     assert "ironlb_speaker_live_peers 3.0" in cl.metrics(node2)  # membership unchanged
+
+
+async def test_pool_interfaces_scope_the_announcement(lab_cluster: Cluster) -> None:
+    cl = lab_cluster
+    await cl.pool("lan", ["198.18.0.240/32"], l2={"interfaces": ["eth0"]})
+    await cl.pool("nowhere", ["198.18.0.241/32"], l2={"interfaces": ["eth9"]})
+    lan = await cl.expose("lan", cl.lab.pods, annotations={"ironlb.io/address-pool": "lan"})
+    owner = await owner_of(cl, "lan")
+    await eventually(
+        lambda: [cl.node_by_mac(m) for m in cl.arp_macs(lan)] == [owner], what="ARP on eth0"
+    )
+    gone = await cl.expose(
+        "nowhere", cl.lab.pods, annotations={"ironlb.io/address-pool": "nowhere"}
+    )
+    await eventually(
+        lambda: _has(cl.event_reasons("nowhere"), "AnnounceFailed"), what="AnnounceFailed"
+    )
+    assert cl.arp_macs(gone) == []  # no served interface is in the pool's scope

@@ -61,6 +61,9 @@ class _Port:
     arp_sock: socket.socket
     ns_sock: socket.socket
     groups: set[bytes] = field(default_factory=set)
+    # The owned VIPs this port answers for (packed), by their scopes.
+    owned4: frozenset[bytes] = frozenset()
+    owned6: frozenset[bytes] = frozenset()
     burst: asyncio.Task[None] | None = None
 
 
@@ -114,8 +117,8 @@ class Announcer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ports: dict[int, _Port] = {}
         self._owned: frozenset[IPAddress] = frozenset()
-        self._owned4: frozenset[bytes] = frozenset()
-        self._owned6: frozenset[bytes] = frozenset()
+        # Per VIP: the interface names it is announced on (None: every served one).
+        self._scope: dict[IPAddress, frozenset[str] | None] = {}
         self._vip_tasks: dict[IPAddress, asyncio.Task[None]] = {}
         self._counters: dict[bytes, tuple[Any, Any]] = {}
         self._other = {
@@ -174,10 +177,23 @@ class Announcer:
                 await task
         self._loop = None
 
-    def set_owned(self, vips: Iterable[IPAddress]) -> None:
+    def set_owned(
+        self, vips: Iterable[IPAddress] | Mapping[IPAddress, frozenset[str] | None]
+    ) -> None:
         """Own exactly ``vips``: announce the new ones, stop answering for the
-        ones no longer in it (at once)."""
-        wanted = frozenset(validate_vip(vip) for vip in vips)
+        ones no longer in it (at once).
+
+        ``vips`` may map each VIP to the interface names it is announced on
+        (an IPAddressPool's ``l2.interfaces``; ``None`` or empty: every served
+        interface). A request arriving on another interface is not answered.
+        A VIP whose scope changed is announced again on its new interfaces.
+        """
+        if isinstance(vips, Mapping):
+            scope = {validate_vip(v): (frozenset(n) if n else None) for v, n in vips.items()}
+        else:
+            scope = {validate_vip(v): None for v in vips}
+        wanted = frozenset(scope)
+        rescoped = {v for v in wanted & self._owned if self._scope.get(v) != scope[v]}
         if self._loop is not None:
             try:
                 running = asyncio.get_running_loop()
@@ -188,8 +204,7 @@ class Announcer:
         added = wanted - self._owned
         removed = self._owned - wanted
         self._owned = wanted
-        self._owned4 = frozenset(v.packed for v in wanted if v.version == 4)
-        self._owned6 = frozenset(v.packed for v in wanted if v.version == 6)
+        self._scope = scope
         for vip in added:
             family = _family(vip)
             self._counters[vip.packed] = (
@@ -209,10 +224,31 @@ class Announcer:
                 sorted(map(str, removed)),
             )
         for port in list(self._ports.values()):
-            self._sync_groups(port)
+            self._refresh_port(port)
         if self._loop is not None:
-            for vip in sorted(added, key=_sort_key):
+            for vip in sorted(added | rescoped, key=_sort_key):
                 self._start_vip(vip)
+
+    def missing_interfaces(self) -> dict[IPAddress, frozenset[str]]:
+        """Per owned VIP, the interfaces of its scope that are not served (absent,
+        down, or not eligible): what an ``AnnounceFailed`` Event should name."""
+        served = self.interfaces
+        missing: dict[IPAddress, frozenset[str]] = {}
+        for vip, names in self._scope.items():
+            if names and names - served:
+                missing[vip] = frozenset(names - served)
+        return missing
+
+    def _serves(self, port: _Port, vip: IPAddress) -> bool:
+        names = self._scope.get(vip)
+        return names is None or port.link.name in names
+
+    def _refresh_port(self, port: _Port) -> None:
+        """Recompute which owned VIPs ``port`` answers for; join their NDP groups."""
+        mine = [v for v in self._owned if self._serves(port, v)]
+        port.owned4 = frozenset(v.packed for v in mine if v.version == 4)
+        port.owned6 = frozenset(v.packed for v in mine if v.version == 6)
+        self._sync_groups(port)
 
     # -- interfaces ---------------------------------------------------------
 
@@ -251,7 +287,7 @@ class Announcer:
         self._ports[link.index] = port
         self._loop.add_reader(arp_sock.fileno(), self._on_arp, port)
         self._loop.add_reader(ns_sock.fileno(), self._on_ns, port)
-        self._sync_groups(port)
+        self._refresh_port(port)
         log.info("%s: answering ARP/NDP (mac %s)", link.name, link.mac.hex(":"))
         if link.carrier:  # else the burst comes when carrier does
             self._start_burst(port)
@@ -289,7 +325,7 @@ class Announcer:
         wanted = {
             ndp.multicast_mac(ndp.solicited_node_address(v))
             for v in self._owned
-            if isinstance(v, ipaddress.IPv6Address)
+            if isinstance(v, ipaddress.IPv6Address) and self._serves(port, v)
         }
         try:
             for mac in wanted - port.groups:
@@ -306,7 +342,7 @@ class Announcer:
     def _on_arp(self, port: _Port) -> None:
         sock = port.arp_sock
         mac = port.link.mac
-        owned = self._owned4
+        owned = port.owned4
         counters = self._counters
         other = self._other[4]
         for _ in range(_BATCH):
@@ -338,7 +374,7 @@ class Announcer:
     def _on_ns(self, port: _Port) -> None:
         sock = port.ns_sock
         mac = port.link.mac
-        owned = self._owned6
+        owned = port.owned6
         counters = self._counters
         other = self._other[6]
         for _ in range(_BATCH):
@@ -398,7 +434,8 @@ class Announcer:
     def _announce_everywhere(self, vip: IPAddress) -> None:
         if vip in self._owned:
             for port in list(self._ports.values()):
-                self._announce(port, vip)
+                if self._serves(port, vip):
+                    self._announce(port, vip)
 
     def _start_burst(self, port: _Port) -> None:
         """Announce every owned VIP on one (new) port, ``garp_repeat`` times."""
@@ -415,7 +452,8 @@ class Announcer:
     def _announce_port(self, port: _Port) -> None:
         if self._ports.get(port.link.index) is port:
             for vip in sorted(self._owned, key=_sort_key):
-                self._announce(port, vip)
+                if self._serves(port, vip):
+                    self._announce(port, vip)
 
     async def _schedule(self, send: Callable[[], None], *, refresh: bool) -> None:
         loop = asyncio.get_running_loop()
