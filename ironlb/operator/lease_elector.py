@@ -52,6 +52,7 @@ class LeaseElector:
         self._on_stopped = on_stopped
         self.leading = False
         self._last_renew = 0.0
+        self._said_missing = False
 
     @property
     def _collection(self) -> str:
@@ -63,8 +64,22 @@ class LeaseElector:
             while True:
                 try:
                     await self._round()
-                except (ApiError, OSError, TimeoutError) as exc:
-                    log.warning("lease round failed: %s", exc)
+                except ApiError as exc:
+                    if exc.status == 404:
+                        if not self._said_missing:
+                            self._said_missing = True
+                            log.error(
+                                "cannot hold the lease %s/%s: namespace %r does not exist; "
+                                "create it (kubectl create namespace %s) or pass --namespace",
+                                self._namespace,
+                                self._name,
+                                self._namespace,
+                                self._namespace,
+                            )
+                    else:
+                        log.warning("lease round failed: %s", exc)
+                except (OSError, TimeoutError) as exc:
+                    log.warning("lease round failed: %s", str(exc) or type(exc).__name__)
                 if self.leading and time.monotonic() - self._last_renew > self._renew_deadline:
                     log.error("could not renew the lease for %.1f s: stepping down", self._retry)
                     await self._stop()

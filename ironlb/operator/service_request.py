@@ -175,12 +175,15 @@ def parse_service(
     if not key.name:
         raise ServiceRequestError("metadata.name is missing")
     requested = _requested_ips(spec, annotations)
+    # An empty annotation counts as unset (Helm charts stamp them from empty values).
     pool = annotations.get(ADDRESS_POOL)
-    if pool is not None and (not isinstance(pool, str) or not pool.strip()):
+    if pool is not None and not isinstance(pool, str):
         raise ServiceRequestError(f"annotation {ADDRESS_POOL} must name a pool, got {pool!r}")
+    pool = (pool or "").strip() or None
     sharing = annotations.get(ALLOW_SHARED_IP)
-    if sharing is not None and (not isinstance(sharing, str) or not sharing.strip()):
-        raise ServiceRequestError(f"annotation {ALLOW_SHARED_IP} must not be empty")
+    if sharing is not None and not isinstance(sharing, str):
+        raise ServiceRequestError(f"annotation {ALLOW_SHARED_IP} must be a string")
+    sharing = (sharing or "").strip() or None
     policy = spec.get("ipFamilyPolicy") or "SingleStack"
     if policy not in _FAMILY_POLICIES:
         raise ServiceRequestError(f"spec.ipFamilyPolicy: unknown policy {policy!r}")
@@ -190,8 +193,8 @@ def parse_service(
     return ServiceRequest(
         key=key,
         requested_ips=requested,
-        pool=pool.strip() if isinstance(pool, str) else None,
-        sharing_key=sharing.strip() if isinstance(sharing, str) else None,
+        pool=pool,
+        sharing_key=sharing,
         ports=_ports(spec),
         families=_families(spec, requested),
         family_policy=str(policy),

@@ -50,8 +50,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short runs (smoke check)")
     parser.add_argument("--only", action="append", default=[], help="module name substring")
-    parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"))
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="where to write (default: docs/benchmarks.md for a full run; a --quick smoke "
+        "run writes to a temporary file, never over the committed numbers)",
+    )
     args = parser.parse_args(argv)
+    if args.out is None:
+        if args.quick:
+            args.out = str(Path(tempfile.gettempdir()) / "ironlb-bench-quick.md")
+        else:
+            args.out = str(REPO / "docs" / "benchmarks.md")
 
     sections: list[str] = []
     failures: list[str] = []

@@ -149,3 +149,21 @@ async def test_cli_refuses_bad_settings(args: list[str], env: dict[str, str], ne
     _, err = await proc.communicate()
     assert proc.returncode == 2
     assert needle in err.decode()
+
+
+async def test_a_missing_lease_namespace_is_named_once_with_the_fix(
+    apiserver: LocalApiServer, kubeconfig: Path, tmp_path: Path
+) -> None:
+    """Issue 8, item 5: no bare ``lease round failed: 404`` forever."""
+    async with controllers(kubeconfig, ["solo"], tmp_path):
+        log = tmp_path / "solo.log"
+
+        async def said() -> bool:
+            return "namespace 'ironlb-system' does not exist" in log.read_text()
+
+        await eventually(said, timeout=30)
+        await asyncio.sleep(2.0)  # several more rounds
+        text = log.read_text()
+    assert text.count("does not exist") == 1
+    assert "kubectl create namespace ironlb-system" in text
+    assert "lease round failed: 404" not in text

@@ -33,6 +33,7 @@ from ironlb.dataplane.fastpath.nftables import (
 from ironlb.dataplane.fastpath.render import RenderError, render_table
 from ironlb.dataplane.state import PROTOCOLS, Backend, DesiredState, ListenerKey
 from ironlb.lab.netlab import Lab
+from ironlb.lab.netlab.nsutil import write_sysctl
 from tests.net.conftest import LabFactory
 from tests.net.forward_helpers import IRONLB, forward_without_capability
 from tests.net.l2_helpers import wait_for
@@ -273,6 +274,10 @@ def test_forwarding_sysctls_are_checked_per_namespace(fplab: Lab) -> None:
     with fplab.in_netns(fplab.nodes[0]):
         assert forwarding_off(state) == []
     with fplab.in_netns(fplab.backends[0]):
+        # A new namespace may inherit the host's forwarding settings
+        # (net.core.devconf_inherit_init_net): set what this test depends on.
+        write_sysctl("net.ipv4.ip_forward", 0)
+        write_sysctl("net.ipv6.conf.all.forwarding", 0)
         assert forwarding_off(state) == ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"]
         assert forwarding_off(_state(fplab, 6)) == ["net.ipv6.conf.all.forwarding"]
 

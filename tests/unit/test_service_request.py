@@ -87,8 +87,7 @@ def test_legacy_load_balancer_ip_is_honoured() -> None:
         ),
         (svc({"ironlb.io/loadBalancerIPs": "198.18.10.300"}), "'198.18.10.300' is not an IPv4"),
         (svc({"ironlb.io/loadBalancerIPs": "198.18.10.1,198.18.10.2"}), "more than one"),
-        (svc({"ironlb.io/address-pool": " "}), "must name a pool"),
-        (svc({"ironlb.io/allow-shared-ip": ""}), "must not be empty"),
+        (svc({"ironlb.io/address-pool": 7}), "must name a pool"),  # type: ignore[dict-item]
         (svc(ipFamilies=["IPv5"]), "unknown family 'IPv5'"),
         (svc(ipFamilyPolicy="Sometimes"), "unknown policy 'Sometimes'"),
         (svc(externalTrafficPolicy="Nearest"), "unknown policy 'Nearest'"),
@@ -131,3 +130,18 @@ def test_webhook_admits_valid_and_refuses_invalid_or_overlapping_pools() -> None
     bad = pool_admission_problem("new", {"addresses": ["198.18.11.9-198.18.11.1"]}, others)
     assert bad is not None and bad.startswith("invalid IPAddressPool 'new': spec.addresses[0]")
     assert pool_admission_problem("new", {"addresses": []}, others) is not None
+
+
+def test_empty_annotations_count_as_unset() -> None:
+    """Helm charts stamp annotations from values that are often empty (issue 8, item 2)."""
+    empty = svc(
+        {
+            "ironlb.io/address-pool": "",
+            "ironlb.io/allow-shared-ip": " ",
+            "ironlb.io/loadBalancerIPs": "",
+        }
+    )
+    request = parse_service(empty, {})
+    assert request.pool is None
+    assert request.sharing_key is None
+    assert request.requested_ips == ()

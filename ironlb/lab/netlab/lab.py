@@ -302,6 +302,10 @@ class Lab:
         with nsutil.in_netns(host.netns), IPRoute() as ipr:
             for scope in ("all", "default"):
                 nsutil.write_sysctl(f"net.ipv6.conf.{scope}.accept_dad", 0)
+            # A new namespace inherits IPv4 settings from the host's (Linux,
+            # net.core.devconf_inherit_init_net=0): start from a known state.
+            nsutil.write_sysctl("net.ipv4.ip_forward", 0)
+            nsutil.write_sysctl("net.ipv6.conf.all.forwarding", 0)
             sw_fd = os.open(nsutil.NETNS_RUN_DIR / self.switch_netns, os.O_RDONLY)
             try:
                 ipr.link(
