@@ -13,7 +13,8 @@ The whole standalone balancer is this adapter over
 * ``--metrics-address`` serves the workers' counters, summed.
 
 Exit codes of :meth:`ForwardService.run`: 0 after a signal, 1 when a listener
-cannot be bound, the kernel table is refused or VIPs cannot be owned at start.
+cannot be bound, the kernel table is refused or VIPs cannot be owned at start,
+2 when the metrics address cannot be served.
 """
 
 from __future__ import annotations
@@ -66,7 +67,11 @@ class ForwardService:
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
         if self.metrics_address:
-            self._serve_metrics(self.metrics_address)
+            try:
+                self._serve_metrics(self.metrics_address)
+            except OSError as exc:
+                log.error("cannot serve metrics on %s: %s", self.metrics_address, exc.strerror)
+                return 2
         self._health = HealthChecker(self._dirty.set)
         self._health.update(self._checks())
         log.info(

@@ -430,12 +430,17 @@ async def run_speaker(
         speaker = Speaker(config, api, registry)
         speaker._key = await speaker.load_key()
         await speaker.initial_lists()
+        if metrics_address:
+            try:
+                _serve_metrics(speaker, metrics_address)
+            except OSError as exc:
+                raise SpeakerError(
+                    f"cannot serve metrics on {metrics_address}: {exc.strerror}"
+                ) from None
         try:
             await speaker.dataplane.start()
         except DataPlaneError as exc:
             raise SpeakerError(str(exc)) from None
-        if metrics_address:
-            _serve_metrics(speaker, metrics_address)
         heartbeats = HeartbeatService(
             config.node,
             [speaker._key],

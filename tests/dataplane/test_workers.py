@@ -318,3 +318,39 @@ async def test_sigterm_to_the_whole_group_drains_open_connections(
     writer.close()
     assert await asyncio.to_thread(fwd.proc.wait, 20) == 0
     assert "drained" in fwd.text()
+
+
+def test_metrics_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """Issue 8, item 12: not a 41-line traceback."""
+    import socket
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    config = tmp_path / "lb.yaml"
+    config.write_text(config_text(free_port(), [free_port()]))
+    try:
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ironlb.cli",
+                "forward",
+                "--config",
+                str(config),
+                "--workers",
+                "1",
+                "--metrics-address",
+                f"127.0.0.1:{port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        busy.close()
+    assert out.returncode == 2
+    errors = [line for line in out.stderr.splitlines() if "ERROR" in line or "Traceback" in line]
+    assert len(errors) == 1, out.stderr
+    assert f"cannot serve metrics on 127.0.0.1:{port}: Address already in use" in errors[0]
