@@ -324,14 +324,7 @@ class Lab:
                     nsutil.write_sysctl(f"net.ipv4.conf.{scope}.arp_announce", 2)
             ipr.link("set", index=_index(ipr, "lo"), state="up")
             idx = _index(ipr, host.ifname)
-            ipr.addr("add", index=idx, address=str(host.ipv4), prefixlen=LAN4.prefixlen)
-            ipr.addr(
-                "add",
-                index=idx,
-                address=str(host.ipv6),
-                prefixlen=LAN6.prefixlen,
-                flags=IFA_F_NODAD,
-            )
+            _add_addresses(ipr, idx, (host.ipv4, LAN4.prefixlen), (host.ipv6, LAN6.prefixlen))
             ipr.link("set", index=idx, state="up")
         with nsutil.in_netns(self.switch_netns), IPRoute() as ipr:
             port = _index(ipr, host.name)
@@ -353,14 +346,7 @@ class Lab:
             )
             idx = _index(ipr, POD_BRIDGE)
             nsutil.write_sysctl(f"net.ipv6.conf.{POD_BRIDGE}.accept_dad", 0)
-            ipr.addr("add", index=idx, address=str(net.gateway4), prefixlen=POD_PREFIXLEN4)
-            ipr.addr(
-                "add",
-                index=idx,
-                address=str(net.gateway6),
-                prefixlen=POD_PREFIXLEN6,
-                flags=IFA_F_NODAD,
-            )
+            _add_addresses(ipr, idx, (net.gateway4, POD_PREFIXLEN4), (net.gateway6, POD_PREFIXLEN6))
             ipr.link("set", index=idx, state="up")
         others = [n for n in self.pod_networks if n.node != node.name]
         self._add_pod_routes(node, others)
@@ -403,14 +389,7 @@ class Lab:
             nsutil.write_sysctl(f"net.ipv6.conf.{pod.ifname}.accept_dad", 0)
             ipr.link("set", index=_index(ipr, "lo"), state="up")
             idx = _index(ipr, pod.ifname)
-            ipr.addr("add", index=idx, address=str(pod.ipv4), prefixlen=POD_PREFIXLEN4)
-            ipr.addr(
-                "add",
-                index=idx,
-                address=str(pod.ipv6),
-                prefixlen=POD_PREFIXLEN6,
-                flags=IFA_F_NODAD,
-            )
+            _add_addresses(ipr, idx, (pod.ipv4, POD_PREFIXLEN4), (pod.ipv6, POD_PREFIXLEN6))
             ipr.link("set", index=idx, state="up")
             ipr.route("add", dst="0.0.0.0/0", gateway=str(net.gateway4), oif=idx)
             ipr.route("add", dst="::/0", gateway=str(net.gateway6), oif=idx)
@@ -459,6 +438,14 @@ def _wait_ready(name: str, proc: subprocess.Popen[str], errors: IO[str], deadlin
                 f"pod server {name} exited with {proc.returncode}: "
                 f"{why[-1] if why else 'no error output'}"
             )
+
+
+def _add_addresses(
+    ipr: IPRoute, index: int, v4: tuple[IPv4Address, int], v6: tuple[IPv6Address, int]
+) -> None:
+    """An IPv4 and an IPv6 address (without duplicate address detection) on one link."""
+    ipr.addr("add", index=index, address=str(v4[0]), prefixlen=v4[1])
+    ipr.addr("add", index=index, address=str(v6[0]), prefixlen=v6[1], flags=IFA_F_NODAD)
 
 
 def _index(ipr: IPRoute, ifname: str) -> int:
