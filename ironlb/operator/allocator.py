@@ -388,16 +388,19 @@ class Allocator:
             self._index[family] = entries
             self._index_firsts[family] = [e[0] for e in entries]
 
-    def pool_for_ip(self, ip: IPAddress) -> str | None:
-        """The pool that may hand out ``ip`` (buggy addresses excluded), or None."""
+    def pool_containing(self, ip: IPAddress) -> str | None:
+        """The pool whose ranges hold ``ip`` (buggy addresses included), or None."""
         value = int(ip)
         i = bisect.bisect_right(self._index_firsts[ip.version], value) - 1
         if i < 0:
             return None
         _, last, name = self._index[ip.version][i]
-        if value > last:
-            return None
-        return name if self._pools[name].pool.allocatable(ip) else None
+        return None if value > last else name
+
+    def pool_for_ip(self, ip: IPAddress) -> str | None:
+        """The pool that may hand out ``ip`` (buggy addresses excluded), or None."""
+        name = self.pool_containing(ip)
+        return name if name is not None and self._pools[name].pool.allocatable(ip) else None
 
     def usage(self, pool: str) -> PoolUsage:
         """Assigned and available distinct addresses per family; O(number of ranges)."""
@@ -543,6 +546,13 @@ class Allocator:
         for ip in ips:
             name = self.pool_for_ip(ip)
             if name is None:
+                holder_pool = self.pool_containing(ip)
+                if holder_pool is not None:
+                    raise AllocationError(
+                        "IPNotAllowed",
+                        f"{ip} is in pool {holder_pool!r}, which sets avoidBuggyIPs: addresses "
+                        "ending in .0 or .255 are not handed out",
+                    )
                 raise AllocationError("IPNotInAnyPool", f"{ip} is not in any IPAddressPool")
             if pool_name is not None and name != pool_name:
                 raise AllocationError(
@@ -691,6 +701,14 @@ class Allocator:
         wanted = _wanted_families(request)
         where = f"pool {request.pool!r}" if request.pool else "the pools this Service may use"
         if not any(wanted(s.pool.families) for s in candidates):
+            offered = frozenset().union(*(s.pool.families for s in candidates))
+            if _policy(request) == "RequireDualStack" and offered >= {4, 6}:
+                raise AllocationError(
+                    "FamilyNotAvailable",
+                    f"{request.key} is RequireDualStack: its IPv4 and IPv6 addresses must come "
+                    f"from one pool, but {where} offer only one family each; add both families "
+                    "to one pool",
+                )
             raise AllocationError(
                 "FamilyNotAvailable",
                 f"{request.key} needs {_describe_families(request)} but {where} offers none",

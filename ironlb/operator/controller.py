@@ -6,14 +6,19 @@ and reacts to watch events (delivered by the kopf adapter, ``kopf_handlers``):
 - a Service of ours (``type: LoadBalancer``, our class) is parsed
   (:mod:`service_request`) and assigned; its status and pool annotation are
   written when they differ from what the object shows; refusals become
-  ``AllocationFailed`` Events (once per distinct reason/message);
+  ``AllocationFailed`` Events (once per distinct reason/message). A refusal
+  for a fault in the Service's own request (:data:`REQUEST_REASONS`) leaves
+  the addresses it holds in place: a typo never hands a pinned address to
+  another tenant;
 - a Service that stops being ours (deleted, type or class changed) releases
   its addresses; what we wrote onto it is cleared (``ClearAssignment``);
 - pools are parsed, overlaps resolved oldest-first, and handed to the
-  allocator; Services whose addresses a pool no longer offers are reallocated,
-  or cleared with an ``AllocationFailed`` Event saying why;
-- Services that failed are retried (debounced) when addresses are released or
-  pools change.
+  allocator; Services whose addresses a pool no longer offers get an
+  ``IPWithdrawn`` Event naming the address and why, and are reallocated or
+  cleared with an ``AllocationFailed`` Event;
+- Services that failed are retried (debounced, oldest claim first) whenever
+  they could now succeed: addresses released, pools changed, or another
+  Service's request changed (sharing key, ports, policy, selector, labels).
 
 Only the elected leader acts: :meth:`activate` rebuilds the state from a fresh
 list of pools, namespaces and Services (re-taking the addresses Services
@@ -32,15 +37,28 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ironlb.operator.allocator import AllocationError, Allocator, Assignment, ServiceKey
+from ironlb.operator.allocator import (
+    AllocationError,
+    Allocator,
+    Assignment,
+    ServiceKey,
+    ServiceRequest,
+)
 from ironlb.operator.events import EventRecorder
 from ironlb.operator.k8s_adapter import KubeApi
 from ironlb.operator.pool_status import POOLS, PoolStatusWriter, pool_status
-from ironlb.operator.pools import Pool, PoolError, parse_pool, select_non_overlapping
+from ironlb.operator.pools import (
+    Pool,
+    PoolError,
+    parse_pool,
+    select_non_overlapping,
+    withdrawal_reason,
+)
 from ironlb.operator.service_request import (
     ServiceRequestError,
     allocated_pool,
     current_ingress_ips,
+    holding_request,
     is_ours,
     parse_service,
     service_key,
@@ -67,6 +85,15 @@ def _ip_list(ips: tuple[Any, ...]) -> str:
     return json.dumps([str(ip) for ip in ips])
 
 
+#: Refusals that lie in the Service's own request (a typo in an annotation or a field, a
+#: pool or address that does not exist): a Service that holds addresses keeps them and is
+#: told what is wrong, as MetalLB does. Other refusals (sharing rules, capacity) mean the
+#: addresses it holds no longer fit, and it loses them.
+REQUEST_REASONS = frozenset(
+    {"InvalidRequest", "PoolNotFound", "IPNotInAnyPool", "IPNotAllowed", "IPNotInPool"}
+)
+
+
 class AllocationController:
     def __init__(
         self,
@@ -87,6 +114,8 @@ class AllocationController:
         self._services: dict[ServiceKey, Body] = {}
         self._by_namespace: dict[str, set[ServiceKey]] = {}
         self._failed: dict[ServiceKey, tuple[str, str]] = {}
+        # The last request each Service made: a holder whose request changes may unblock others.
+        self._requests: dict[ServiceKey, ServiceRequest] = {}
         self._namespaces: dict[str, dict[str, str]] = {}
         self._pool_objects: dict[str, Body] = {}
         self._pool_problems: dict[str, tuple[str, str]] = {}
@@ -150,6 +179,7 @@ class AllocationController:
         self._services.clear()
         self._by_namespace.clear()
         self._failed.clear()
+        self._requests.clear()
         self._pool_objects.clear()
         self._pool_problems.clear()
 
@@ -184,13 +214,27 @@ class AllocationController:
             if not ips:
                 later.append(service)
                 continue
+            labels = self._namespace_labels(key.namespace)
             try:
-                request = parse_service(service, self._namespace_labels(key.namespace))
+                request = parse_service(service, labels)
                 self.allocator.restore(request, ips)
+                self._requests[key] = request
                 restored += 1
-            except (ServiceRequestError, AllocationError) as exc:
+                continue
+            except ServiceRequestError as exc:
+                reason = "InvalidRequest"
                 log.info("could not restore %s %s: %s", key, _ip_list(ips), exc)
-                later.append(service)
+            except AllocationError as exc:
+                reason = exc.reason
+                log.info("could not restore %s %s: %s", key, _ip_list(ips), exc)
+            later.append(service)
+            if reason in REQUEST_REASONS:
+                # Its own request is refused: it keeps what it shows (and is told why below).
+                try:
+                    self.allocator.restore(holding_request(service, labels, ips), ips)
+                    restored += 1
+                except AllocationError as exc:
+                    log.info("%s cannot keep %s either: %s", key, _ip_list(ips), exc)
         for pending in later:
             self._sync(service_key(pending), pending)
         # Services restored as they were still may lack the pool annotation.
@@ -241,7 +285,7 @@ class AllocationController:
             return
         changed = self._remember_namespace(body)
         if changed and self.ready:
-            for key in sorted(self._by_namespace.get(name, ())):
+            for key in self._oldest_first(self._by_namespace.get(name, ())):
                 self._sync(key, self._services[key])
 
     # --- services -----------------------------------------------------------------------------
@@ -259,6 +303,7 @@ class AllocationController:
     def _forget(self, key: ServiceKey) -> None:
         self._services.pop(key, None)
         self._failed.pop(key, None)
+        self._requests.pop(key, None)
         keys = self._by_namespace.get(key.namespace)
         if keys is not None:
             keys.discard(key)
@@ -275,18 +320,30 @@ class AllocationController:
         self._namespaces[meta["name"]] = labels
         return old is not None and old != labels
 
+    def _oldest_first(self, keys: Any) -> list[ServiceKey]:
+        """``keys`` ordered by the oldest claim: creationTimestamp, then namespace/name."""
+        return sorted(
+            (k for k in keys if k in self._services), key=lambda k: _created(self._services[k])
+        )
+
     def _sync(self, key: ServiceKey, body: Body, context: str = "") -> None:
         """Assign ``key`` per its current spec; write and report the outcome."""
         try:
             request = parse_service(body, self._namespace_labels(key.namespace))
         except ServiceRequestError as exc:
-            self._fail(key, body, "InvalidRequest", context + str(exc))
+            self._refuse(key, body, "InvalidRequest", context + str(exc))
             return
+        previous_request = self._requests.get(key)
+        self._requests[key] = request
+        if previous_request is not None and previous_request != request:
+            # Its sharing key, ports, policy, selector or labels changed: a Service waiting
+            # for what it holds (or for a port it used) may fit now.
+            self._schedule_retry()
         previous = self.allocator.assignment(key)
         try:
             assignment = self.allocator.assign(request)
         except AllocationError as exc:
-            self._fail(key, body, exc.reason, context + exc.message)
+            self._refuse(key, body, exc.reason, context + exc.message)
             return
         self._failed.pop(key, None)
         if previous != assignment:
@@ -315,6 +372,22 @@ class AllocationController:
                 write_annotation=allocated_pool(body) != pool,
             ),
         )
+
+    def _refuse(self, key: ServiceKey, body: Body, reason: str, message: str) -> None:
+        """The Service's request is refused: keep what it holds if the fault is its own."""
+        held = self.allocator.assignment(key)
+        if held is None or reason not in REQUEST_REASONS:
+            self._fail(key, body, reason, message)
+            return
+        if self._failed.get(key) != (reason, message):
+            self._failed[key] = (reason, message)
+            self.events.emit(
+                body,
+                "Warning",
+                "AllocationFailed",
+                f"{reason}: {message}; keeping IP {_ip_list(held.ips)} until this is fixed",
+            )
+        self._write(key, body, held)
 
     def _fail(self, key: ServiceKey, body: Body, reason: str, message: str) -> None:
         released = self.allocator.release(key)
@@ -366,9 +439,9 @@ class AllocationController:
         await asyncio.sleep(self._retry_delay)
         if not self.leading:
             return
-        for key in sorted(self._failed):
+        for key in self._oldest_first(list(self._failed)):
             body = self._services.get(key)
-            if body is not None:
+            if body is not None and key in self._failed:
                 self._sync(key, body)
 
     # --- pools --------------------------------------------------------------------------------
@@ -393,14 +466,28 @@ class AllocationController:
         # Cheap: the writer compares and only patches pools whose status changed.
         for name in self._pool_objects:
             self.pool_status.mark(name)
-        if {p.name: p for p in self.allocator.pools()} == {p.name: p for p in accepted}:
+        before = {p.name: p for p in self.allocator.pools()}
+        after = {p.name: p for p in accepted}
+        if before == after:
             return
+        held = {
+            key: assignment
+            for key, assignment in self.allocator.assignments().items()
+            if before.get(assignment.pool) != after.get(assignment.pool)
+        }
         evicted = self.allocator.set_pools(accepted)
-        for key in evicted:
-            body = self._services.get(key)
-            if body is not None:
-                shown = _ip_list(current_ingress_ips(body))
-                self._sync(key, body, context=f"its IPs {shown} are no longer in a usable pool; ")
+        for key in self._oldest_first(evicted):
+            body = self._services[key]
+            old = held[key]
+            shown = _ip_list(old.ips)
+            self._sync(key, body, context=f"its IPs {shown} are no longer in a usable pool; ")
+            now = self.allocator.assignment(key)
+            for ip in old.ips:
+                if now is None or ip not in now.ips:
+                    why = withdrawal_reason(
+                        ip, before[old.pool], after.get(old.pool), problems.get(old.pool)
+                    )
+                    self.events.emit(body, "Warning", "IPWithdrawn", why)
         self._schedule_retry()
 
     def _pool_status(self, name: str, previous: Mapping[str, Any] | None) -> dict[str, Any] | None:

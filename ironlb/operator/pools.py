@@ -44,6 +44,7 @@ __all__ = [
     "parse_pool",
     "parse_selector",
     "select_non_overlapping",
+    "withdrawal_reason",
 ]
 
 Operator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
@@ -411,3 +412,30 @@ def select_non_overlapping(pools: Iterable[Pool]) -> tuple[list[Pool], dict[str,
         seen.add(pool.name)
         accepted.append(pool)
     return accepted, rejected
+
+
+# --- why a held address was withdrawn ---------------------------------------------------------
+
+
+def withdrawal_reason(
+    ip: IPAddress, before: Pool, after: Pool | None, problem: tuple[str, str] | None = None
+) -> str:
+    """Why pool ``before`` no longer offers ``ip``, which a Service holds from it.
+
+    ``after`` is the pool of the same name as now accepted (None when it was
+    deleted or is refused; ``problem`` is then its ``(reason, message)`` from
+    the pool status, if any). One line, for the Service's ``IPWithdrawn`` Event.
+    """
+    name = before.name
+    if after is None:
+        if problem is None:
+            return f"{ip} was withdrawn: pool {name!r} was deleted"
+        return f"{ip} was withdrawn: pool {name!r} is not usable ({problem[0]}: {problem[1]})"
+    if after.contains(ip) and not after.allocatable(ip):
+        return (
+            f"{ip} was withdrawn: pool {name!r} now sets avoidBuggyIPs, which excludes "
+            "addresses ending in .0 or .255"
+        )
+    if not after.contains(ip):
+        return f"{ip} was withdrawn: pool {name!r} no longer lists it in spec.addresses"
+    return f"{ip} was withdrawn: pool {name!r} changed"

@@ -36,6 +36,7 @@ __all__ = [
     "ServiceRequestError",
     "allocated_pool",
     "current_ingress_ips",
+    "holding_request",
     "is_ours",
     "parse_service",
     "service_key",
@@ -162,6 +163,51 @@ def _string_map(obj: Any) -> dict[str, str]:
     if not isinstance(obj, Mapping):
         return {}
     return {str(k): str(v) for k, v in obj.items()}
+
+
+def _lenient_ports(spec: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
+    ports: list[tuple[str, int]] = []
+    entries = spec.get("ports")
+    for entry in entries if isinstance(entries, list) else []:
+        try:
+            ports.extend(_ports({"ports": [entry]}))
+        except ServiceRequestError:
+            continue
+    return tuple(ports)
+
+
+def holding_request(
+    service: Mapping[str, Any],
+    namespace_labels: Mapping[str, str],
+    ips: tuple[IPAddress, ...],
+) -> ServiceRequest:
+    """The request under which a Service keeps ``ips`` while its own request is refused.
+
+    Used when a Service that shows addresses has annotations or fields that
+    no longer parse (or ask for something that does not exist): it keeps what
+    it holds, as MetalLB does, instead of losing a pinned address to a typo.
+    The request asks for exactly ``ips`` (one or two, at most one per family,
+    in the order shown) from whichever pool holds them; the sharing key,
+    ports, traffic policy and selector are taken from the object where they
+    parse (entries that do not are left out), so sharing rules still hold.
+    """
+    meta = service.get("metadata") or {}
+    spec = service.get("spec") or {}
+    annotations = meta.get("annotations") or {}
+    sharing = annotations.get(ALLOW_SHARED_IP) if isinstance(annotations, Mapping) else None
+    traffic = spec.get("externalTrafficPolicy")
+    return ServiceRequest(
+        key=service_key(service),
+        requested_ips=ips,
+        sharing_key=(sharing.strip() or None) if isinstance(sharing, str) else None,
+        ports=_lenient_ports(spec),
+        families=tuple(ip.version for ip in ips),
+        family_policy="RequireDualStack" if len(ips) == 2 else "SingleStack",
+        external_traffic_policy=traffic if traffic in _TRAFFIC_POLICIES else "Cluster",
+        selector=frozenset(_string_map(spec.get("selector")).items()),
+        labels=_string_map(meta.get("labels")),
+        namespace_labels=dict(namespace_labels),
+    )
 
 
 def parse_service(

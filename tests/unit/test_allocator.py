@@ -112,7 +112,7 @@ def test_requested_ip_errors() -> None:
     a.assign(req("holder", requested_ips=["198.18.0.5"]))
     cases = [
         (req("x", requested_ips=["203.0.113.1"]), "IPNotInAnyPool"),
-        (req("x", requested_ips=["198.18.0.0"]), "IPNotInAnyPool"),  # buggy, avoided
+        (req("x", requested_ips=["198.18.0.0"]), "IPNotAllowed"),  # buggy, avoided
         (req("x", requested_ips=["198.18.0.5"]), "IPInUse"),
         (req("x", requested_ips=["198.18.1.5"], pool="p"), "IPNotInPool"),
         (req("x", requested_ips=["198.18.1.5"], pool="nope"), "PoolNotFound"),
@@ -268,6 +268,7 @@ def test_require_dual_stack_takes_one_of_each_from_one_pool() -> None:
     with pytest.raises(AllocationError) as info:
         b.assign(req("f", families=(4, 6), family_policy="RequireDualStack"))
     assert reason(info) == "FamilyNotAvailable"
+    assert "must come from one pool" in info.value.message, info.value.message
 
 
 def test_prefer_dual_stack() -> None:

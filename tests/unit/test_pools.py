@@ -17,6 +17,7 @@ from ironlb.operator.pools import (
     parse_pool,
     parse_selector,
     select_non_overlapping,
+    withdrawal_reason,
 )
 
 
@@ -326,3 +327,19 @@ def test_select_non_overlapping_keeps_the_first() -> None:
     assert set(rejected) == {"new", "old"}
     assert "duplicate" in rejected["old"]
     assert "'198.18.0.128/25' overlaps '198.18.0.0/24' of IPAddressPool 'old'" in rejected["new"]
+
+
+def test_withdrawal_reason_names_the_address_and_the_change() -> None:
+    before = pool("edge", "198.18.63.0/30")
+    zero = ip("198.18.63.0")
+    buggy = withdrawal_reason(zero, before, pool("edge", "198.18.63.0/30", avoidBuggyIPs=True))
+    assert buggy.startswith("198.18.63.0 was withdrawn") and "avoidBuggyIPs" in buggy
+    shrunk = withdrawal_reason(zero, before, pool("edge", "198.18.63.2/31"))
+    assert "no longer lists it in spec.addresses" in shrunk
+    assert withdrawal_reason(zero, before, None) == (
+        "198.18.63.0 was withdrawn: pool 'edge' was deleted"
+    )
+    refused = withdrawal_reason(zero, before, None, ("Overlap", "overlaps pool 'old'"))
+    assert "is not usable (Overlap: overlaps pool 'old')" in refused
+    for message in (buggy, shrunk, refused):
+        assert "\n" not in message
