@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := iproute2 nftables arping ndisc6 iputils-ping procps psmisc tcpdump
+APT_PACKAGES := iproute2 nftables ndisc6 iputils-ping procps psmisc tcpdump
 BENCH_APT_PACKAGES := haproxy nginx-light libnginx-mod-stream wrk iperf3
 
 .PHONY: venv sys-deps bench-deps lint types unit test bench demo lock clean
@@ -19,8 +19,11 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 venv: $(VENV)/.installed
 
 # System packages the network tests need (root on Debian; skipped if present).
+# Any arping will do (the tests speak both flavours): Debian's arping is installed
+# only when there is none, since it would replace iputils-arping.
 sys-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v arping >/dev/null || missing="$$missing arping"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

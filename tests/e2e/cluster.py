@@ -30,6 +30,7 @@ import yaml
 from ironlb.lab.api_bridge import ApiBridge
 from ironlb.lab.apiserver.server import ServerThread
 from ironlb.lab.netlab import Lab, LabHost
+from tests.arping import arping_args, reply_macs
 
 IRONLB = str(Path(sys.executable).with_name("ironlb"))
 CRD = Path(__file__).resolve().parents[2] / "charts/ironlb/crds/ipaddresspools.ironlb.io.yaml"
@@ -316,16 +317,8 @@ class Cluster:
 
     def arp_macs(self, vip: str) -> list[str]:
         """MACs that answer ARP for ``vip`` on the LAN, seen from the client."""
-        out = self.lab.run(
-            self.lab.client, "arping", "-c", "3", "-w", "3", "-i", "eth0", vip, check=False
-        )
-        macs = set()
-        for line in out.stdout.splitlines():
-            if "from" in line:
-                for word in line.replace("(", " ").replace(")", " ").split():
-                    if word.count(":") == 5:
-                        macs.add(word.lower())
-        return sorted(macs)
+        out = self.lab.run(self.lab.client, *arping_args(vip, count=3), check=False)
+        return reply_macs(out.stdout)
 
     def node_by_mac(self, mac: str) -> str:
         for node in self.lab.nodes:

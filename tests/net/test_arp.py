@@ -15,6 +15,7 @@ from scapy.layers.l2 import ARP, Ether
 
 from ironlb.dataplane.l2 import sockets
 from ironlb.lab.netlab import Lab
+from tests.arping import arping_args
 from tests.net.l2_helpers import (
     ETH_P_ARP,
     REPO,
@@ -40,7 +41,7 @@ def test_client_resolves_vip_to_the_owner_only_and_connects(lab: Lab) -> None:
     node1, node2 = lab.nodes
     vip = lab.vip(0)
     with runner(lab, node1, "--bind", *vip_args(vip)), runner(lab, node2):
-        out = lab.run(lab.client, "arping", "-c", "1", "-w", "2", "-I", "eth0", str(vip))
+        out = lab.run(lab.client, *arping_args(str(vip), count=1, deadline=2))
         assert node1.mac in out.stdout.lower()
         # Exactly one answer on the wire, from node1 (node2's announcer owns nothing).
         assert probe_arp(lab, lab.client, vip) == [node1.mac]
