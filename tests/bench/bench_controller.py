@@ -30,6 +30,7 @@ import yaml
 from kubernetes import client, config
 
 from ironlb.lab.apiserver import run_in_thread
+from tests import support
 
 CRD = Path(__file__).resolve().parents[2] / "charts/ironlb/crds/ipaddresspools.ironlb.io.yaml"
 GROUP, VERSION, PLURAL = "ironlb.io", "v1alpha1", "ipaddresspools"
@@ -71,11 +72,12 @@ def controller(kubeconfig: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]
 
 
 def wait_for(what: str, probe: Callable[[], bool], timeout: float) -> float:
+    """Seconds until ``probe`` holds (polled every second); exits the run on timeout."""
     start = time.monotonic()
-    while not probe():
-        if time.monotonic() - start > timeout:
-            raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(1.0)
+    try:
+        support.wait_for(probe, timeout, what=what, interval=1.0)
+    except AssertionError as exc:
+        raise SystemExit(str(exc)) from None
     return time.monotonic() - start
 
 

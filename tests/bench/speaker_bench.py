@@ -38,7 +38,8 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.cluster import POD_TCP, Cluster, cluster, eventually
+from tests.e2e.cluster import POD_TCP, Cluster, cluster
+from tests.support import eventually
 
 PROBE = """
 import json, socket, sys, time

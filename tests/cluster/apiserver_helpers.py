@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import aiohttp
@@ -51,18 +51,6 @@ def widget_crd(
             ],
         },
     }
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T | None]], *, timeout: float = 30.0, interval: float = 0.05
-) -> T:
-    """Poll ``probe`` until it returns something truthy (hang guard: ``timeout``)."""
-    async with asyncio.timeout(timeout):
-        while True:
-            result = await probe()
-            if result:
-                return result
-            await asyncio.sleep(interval)
 
 
 @contextlib.asynccontextmanager

@@ -8,14 +8,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import kopf
 import yaml
 
 from ironlb.lab.apiserver import LocalApiServer
 from ironlb.operator.controller import AllocationController
 from ironlb.operator.controller_runtime import ControllerConfig, run_controller
-from tests.cluster.apiserver_helpers import eventually
+from tests.support import ApiClient, eventually
+from tests.support import api_client as support_client
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "charts/ironlb/crds/ipaddresspools.ironlb.io.yaml"
 POOLS = "/apis/ironlb.io/v1alpha1/ipaddresspools"
@@ -66,53 +66,8 @@ def ingress_ips(service: dict[str, Any]) -> list[str]:
     return [entry["ip"] for entry in ingress]
 
 
-class Api:
-    """Thin JSON helper over one aiohttp session to the local API server."""
-
-    def __init__(self, http: aiohttp.ClientSession) -> None:
-        self.http = http
-
-    async def call(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
-        headers = {}
-        if method == "PATCH":
-            headers["Content-Type"] = "application/merge-patch+json"
-        async with self.http.request(method, path, json=body, headers=headers, **kw) as rsp:
-            data = await rsp.json()
-            if rsp.status >= 400:
-                raise AssertionError(f"{method} {path}: {rsp.status} {data}")
-            return data
-
-    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = await self.call("POST", path, body)
-        return result
-
-    async def get(self, path: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self.call("GET", path)
-        return result
-
-    async def patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = await self.call("PATCH", path, body)
-        return result
-
-    async def delete(self, path: str) -> None:
-        await self.call("DELETE", path)
-
-    async def items(self, path: str, **params: str) -> list[dict[str, Any]]:
-        data = await self.call("GET", path, params=params)
-        items: list[dict[str, Any]] = data["items"]
-        return items
-
-    async def service(self, name: str, namespace: str = "default") -> dict[str, Any]:
-        return await self.get(f"{services_path(namespace)}/{name}")
-
-    async def events(self, name: str, namespace: str = "default") -> list[dict[str, Any]]:
-        return await self.items(
-            f"/api/v1/namespaces/{namespace}/events",
-            fieldSelector=f"involvedObject.name={name}",
-        )
-
-    async def event_reasons(self, name: str, namespace: str = "default") -> list[str]:
-        return [e["reason"] for e in await self.events(name, namespace)]
+class Api(ApiClient):
+    """The shared JSON client plus this package's set-up steps (CRD, namespaces)."""
 
     async def install(self) -> None:
         """The CRD and the controller namespace."""
@@ -142,11 +97,9 @@ class Api:
 
 @contextlib.asynccontextmanager
 async def api_client(server: LocalApiServer) -> AsyncIterator[Api]:
-    # A fresh connection per request and a hang guard on each: test clients stay simple.
-    connector = aiohttp.TCPConnector(force_close=True)
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(server.url, connector=connector, timeout=timeout) as http:
-        yield Api(http)
+    """An :class:`Api` for ``server`` (a fresh connection per request, 30 s guard)."""
+    async with support_client(server.url) as client:
+        yield Api(client.http)
 
 
 @contextlib.asynccontextmanager

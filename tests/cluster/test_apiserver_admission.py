@@ -14,7 +14,8 @@ import pytest
 from aiohttp import web
 
 from ironlb.lab.apiserver import LocalApiServer
-from tests.cluster.apiserver_helpers import call, eventually, running_operator, widget_crd
+from tests.cluster.apiserver_helpers import call, running_operator, widget_crd
+from tests.support import eventually
 
 pytestmark = pytest.mark.cluster
 

@@ -8,11 +8,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from kubernetes import client, config
+
+from tests.support import free_port, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -25,18 +26,14 @@ def ironlb_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "ironlb.cli"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def wait_written(path: Path, process: subprocess.Popen[str], timeout: float = 30.0) -> None:
+    """Until ``path`` exists; fails at once (with its output) if ``process`` exits first."""
 
-
-def wait_for(path: Path, process: subprocess.Popen[str], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
+    def written() -> bool:
         assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "no kubeconfig written"
-        time.sleep(0.05)
+        return path.exists()
+
+    wait_for(written, timeout, what=f"{path} to be written")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -59,7 +56,7 @@ def test_cli_serves_until_signal(tmp_path: Path, signum: signal.Signals) -> None
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        wait_for(kubeconfig, process)
+        wait_written(kubeconfig, process)
         configuration = client.Configuration()
         config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
         assert configuration.host == f"http://127.0.0.1:{port}"

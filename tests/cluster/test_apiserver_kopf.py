@@ -11,7 +11,8 @@ import kopf
 import pytest
 
 from ironlb.lab.apiserver import LocalApiServer
-from tests.cluster.apiserver_helpers import eventually, running_operator, widget_crd
+from tests.cluster.apiserver_helpers import running_operator, widget_crd
+from tests.support import eventually
 
 pytestmark = pytest.mark.cluster
 

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from ironlb.lab.apiserver import LocalApiServer
-from tests.cluster.apiserver_helpers import eventually
 from tests.cluster.controller_support import (
     LEASES,
     POOLS,
@@ -25,6 +24,7 @@ from tests.cluster.controller_support import (
     service_body,
     services_path,
 )
+from tests.support import eventually
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
 

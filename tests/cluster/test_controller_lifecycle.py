@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from ironlb.lab.apiserver import LocalApiServer
-from tests.cluster.apiserver_helpers import eventually
 from tests.cluster.controller_support import (
     POOLS,
     Api,
@@ -20,6 +19,7 @@ from tests.cluster.controller_support import (
     service_body,
     services_path,
 )
+from tests.support import eventually
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 

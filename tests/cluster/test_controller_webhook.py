@@ -7,7 +7,6 @@ to end through the local API server, which calls webhooks registered with a
 
 from __future__ import annotations
 
-import socket
 import uuid
 from typing import Any
 
@@ -16,22 +15,15 @@ import pytest
 
 from ironlb.lab.apiserver import LocalApiServer
 from ironlb.operator.kopf_handlers import VALIDATE_POOL_ID
-from tests.cluster.apiserver_helpers import eventually
 from tests.cluster.controller_support import (
     POOLS,
     api_client,
     pool_body,
     running_controller,
 )
+from tests.support import eventually, free_port
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def review(pool: dict[str, Any], operation: str = "CREATE") -> dict[str, Any]:

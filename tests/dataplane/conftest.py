@@ -18,6 +18,7 @@ import uvloop
 
 from ironlb.dataplane.forwarder.listeners import Forwarder
 from ironlb.dataplane.state import Backend, DesiredState, ListenerKey, ListenerOptions
+from tests.support import free_port as free_port
 
 LOCAL = ipaddress.ip_address("127.0.0.1")
 
@@ -27,13 +28,6 @@ def pytest_asyncio_loop_factories(
 ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
     # The forwarder runs on uvloop in production; test it there.
     return {"uvloop": uvloop.new_event_loop}
-
-
-def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, kind) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class NamedEcho(asyncio.Protocol):

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import eventually
+
 from .conftest import Backends, free_port, who
 from .conftest import tcp_key as make_key
 
@@ -126,15 +128,6 @@ def alive(pid: int) -> bool:
     return stat.split(") ")[1][0] != "Z"
 
 
-async def wait_until(cond: object, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
 def metric(text: str, name: str, **labels: str) -> float:
     total = 0.0
     for line in text.splitlines():
@@ -185,7 +178,7 @@ async def test_two_workers_reload_on_sighup_and_stop_on_sigterm(
 
     fwd.proc.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(fwd.proc.wait, 20) == 0
-    await wait_until(lambda: not any(alive(p) for p in workers))
+    await eventually(lambda: not any(alive(p) for p in workers), timeout=20, what="workers gone")
     assert "Traceback" not in fwd.text()
     assert "stopped" in fwd.text()
 
@@ -198,7 +191,7 @@ async def test_workers_die_with_the_parent(backends: Backends, run_forward: Star
     workers = fwd.workers()
     fwd.proc.kill()
     fwd.proc.wait(10)
-    await wait_until(lambda: not any(alive(p) for p in workers))
+    await eventually(lambda: not any(alive(p) for p in workers), timeout=20, what="workers gone")
 
 
 async def test_a_killed_worker_is_restarted(backends: Backends, run_forward: Start) -> None:
@@ -208,7 +201,7 @@ async def test_a_killed_worker_is_restarted(backends: Backends, run_forward: Sta
     await asyncio.to_thread(fwd.wait_log, "ready: all workers are serving")
     victim = min(fwd.workers())
     os.kill(victim, signal.SIGKILL)
-    await wait_until(lambda: len(fwd.workers() - {victim}) == 2)
+    await eventually(lambda: len(fwd.workers() - {victim}) == 2, timeout=20, what="a new worker")
     await asyncio.to_thread(fwd.wait_log, "accepting", count=3)
     assert "restarting it" in fwd.text()
     assert {await who(key) for _ in range(6)} == {"b0"}

@@ -19,18 +19,17 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import yaml
 
 from ironlb.lab.api_bridge import ApiBridge
 from ironlb.lab.apiserver.server import ServerThread
 from ironlb.lab.netlab import Lab, LabHost
 from tests.arping import arping_args, reply_macs
+from tests.support import ApiClient, api_client, eventually
 
 IRONLB = str(Path(sys.executable).with_name("ironlb"))
 CRD = Path(__file__).resolve().parents[2] / "charts/ironlb/crds/ipaddresspools.ironlb.io.yaml"
@@ -39,7 +38,6 @@ POOL_RANGE = "198.18.0.200-198.18.0.220"
 POOL6_RANGE = "fd00:198:18::200-fd00:198:18::220"
 POD_TCP = 8080
 POD_UDP = 8053
-MERGE = "application/merge-patch+json"
 METRICS_PORT = 7472
 
 
@@ -51,7 +49,7 @@ class Cluster:
         self.api = api
         self.bridge = bridge
         self.tmp = tmp
-        self.http: aiohttp.ClientSession | None = None
+        self.client: ApiClient | None = None
         self.speakers: dict[str, subprocess.Popen[bytes]] = {}
         self.controller: subprocess.Popen[bytes] | None = None
         self.kubeconfig_node = tmp / "node.kubeconfig"
@@ -60,15 +58,9 @@ class Cluster:
     # -- API -----------------------------------------------------------------------
 
     async def call(self, method: str, path: str, body: Any = None, **params: str) -> Any:
-        assert self.http is not None
-        headers = {"Content-Type": MERGE} if method == "PATCH" else {}
-        async with self.http.request(
-            method, path, json=body, headers=headers, params=params or None
-        ) as rsp:
-            data = await rsp.json()
-            if rsp.status >= 400:
-                raise AssertionError(f"{method} {path}: {rsp.status} {data}")
-            return data
+        """JSON to the lab API (PATCH = merge patch); an error status raises."""
+        assert self.client is not None
+        return await self.client.call(method, path, body, **params)
 
     async def service(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = await self.call(
@@ -349,26 +341,6 @@ print(json.dumps(out))
 """
 
 
-async def eventually(
-    fn: Callable[[], Any], *, timeout: float = 30, what: str = "the condition"
-) -> Any:
-    """Poll ``fn`` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            value = fn()
-            if asyncio.iscoroutine(value):
-                value = await value
-            last = value
-            if value:
-                return value
-        except AssertionError as exc:
-            last = exc
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
-
-
 @contextlib.asynccontextmanager
 async def cluster(tmp: Path, nodes: int = 3, pods_per_node: int = 2) -> AsyncIterator[Cluster]:
     """Lab with pods + local API + bridge + controller + a speaker per node."""
@@ -390,11 +362,8 @@ async def cluster(tmp: Path, nodes: int = 3, pods_per_node: int = 2) -> AsyncIte
 
         write_kubeconfig(the.kubeconfig_node, bridge.url)
         await asyncio.to_thread(lab.start_pod_servers, (POD_TCP,), (POD_UDP,))
-        connector = aiohttp.TCPConnector(force_close=True)
-        async with aiohttp.ClientSession(
-            url, connector=connector, timeout=aiohttp.ClientTimeout(total=30)
-        ) as http:
-            the.http = http
+        async with api_client(url) as client:
+            the.client = client
             await the.install()
             the.start_controller()
             for node in lab.nodes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +12,5 @@ from .cluster import Cluster, cluster
 
 @pytest.fixture
 async def lab_cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root and network namespaces (CI runs as root)")
     async with cluster(tmp_path) as the:
         yield the

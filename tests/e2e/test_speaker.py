@@ -13,7 +13,9 @@ from collections.abc import Awaitable
 
 import pytest
 
-from .cluster import POD_TCP, Cluster, eventually
+from tests.support import eventually
+
+from .cluster import POD_TCP, Cluster
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
 

@@ -3,13 +3,11 @@
 ``lab``: 2 nodes + 1 backend, a unique prefix, removed after the test (also on
 failure). ``lab_factory(nodes=, backends=, pods_per_node=)``: build labs of
 other sizes, optionally with pods on the nodes; all are removed after the test
-(pod servers included). Both skip when not root; mark the tests ``root`` too
-(``pytestmark = pytest.mark.root``) so the suite reports them as skipped.
+(pod servers included). Tests using them skip when not root (``tests/conftest.py``).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -19,14 +17,8 @@ from ironlb.lab.netlab import Lab
 LabFactory = Callable[..., Lab]
 
 
-def _require_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root and network namespaces (CI runs as root)")
-
-
 @pytest.fixture
 def lab_factory() -> Iterator[LabFactory]:
-    _require_root()
     made: list[Lab] = []
 
     def make(nodes: int = 2, backends: int = 1, pods_per_node: int = 0) -> Lab:

@@ -49,6 +49,7 @@ from scapy.layers.l2 import ARP, Ether
 from ironlb.dataplane.l2 import Announcer
 from ironlb.dataplane.l2.ndp import multicast_mac, solicited_node_address
 from ironlb.lab.netlab import Lab, LabHost
+from tests.support import wait_for as wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 ETH_P_ARP = 0x0806
@@ -230,18 +231,6 @@ class AnnouncerThread:
     def metric(self, name: str, **labels: str) -> float:
         value = self.registry.get_sample_value(name, labels)
         return 0.0 if value is None else value
-
-
-def wait_for(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
-    """Poll ``predicate`` until it returns something truthy (a hang guard, not a timing check)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 # -- probing from a host -----------------------------------------------------
