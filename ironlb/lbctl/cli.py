@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ironlb.lbctl import pools, status
+from ironlb.lbctl import importer, pools, status
 from ironlb.lbctl.client import LbctlError, connect
 
 __all__ = ["build_parser", "main"]
@@ -28,17 +28,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     pools.configure(sub)
     status.configure(sub)
+    importer.configure(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        cluster = connect(args.kubeconfig, args.context)
-        try:
-            code: int = args.handler(cluster, args)
-        finally:
-            cluster.close()
+        needs_cluster = getattr(args, "needs_cluster", None)
+        if needs_cluster is not None and not needs_cluster(args):
+            code: int = args.handler(None, args)  # works offline (e.g. import without --apply)
+        else:
+            cluster = connect(args.kubeconfig, args.context)
+            try:
+                code = args.handler(cluster, args)
+            finally:
+                cluster.close()
     except LbctlError as exc:
         print(f"lbctl: {exc.message}", file=sys.stderr)
         return exc.code

@@ -374,3 +374,100 @@ def test_missing_kubeconfig_and_context(
         capsys, "--kubeconfig", str(api_thread_kubeconfig), "--context", "nosuch", "services"
     )
     assert code == 1 and err.startswith("lbctl: cannot load") and "nosuch" in err
+
+
+# --- lbctl import metallb ------------------------------------------------------------------------
+
+METALLB = """\
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: lan, namespace: metallb-system}
+spec:
+  addresses: [198.18.70.0/28, "fd00:198:18:70::/124"]
+  avoidBuggyIPs: true
+---
+apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata: {name: lan, namespace: metallb-system}
+spec:
+  ipAddressPools: [lan]
+  interfaces: [eth0]
+---
+apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {name: router, namespace: metallb-system}
+spec: {myASN: 64500, peerASN: 64501, peerAddress: 198.18.70.254}
+"""
+
+
+def test_import_metallb_prints_offline_and_applies(
+    kc: Path, api: client.ApiClient, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "metallb.yaml"
+    manifest.write_text(METALLB)
+    # Printing needs no cluster at all.
+    offline = subprocess.run(
+        [str(LBCTL), "--kubeconfig", str(tmp_path / "missing"), "import", "metallb", "-f", "-"],
+        input=METALLB,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert offline.returncode == 0, offline.stderr
+    printed = yaml.safe_load(offline.stdout)
+    assert printed["kind"] == "IPAddressPool" and printed["metadata"] == {"name": "lan"}
+    assert printed["spec"]["l2"] == {"interfaces": ["eth0"]}
+    assert "lbctl: note: BGPPeer router: not carried over" in offline.stderr
+    assert pools(api) == {}
+
+    applied = lbctl(kc, "import", "metallb", "-f", str(manifest), "--apply")
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.strip() == "ipaddresspool.ironlb.io/lan created"
+    stored = pools(api)["lan"]["spec"]
+    assert stored["avoidBuggyIPs"] is True and stored["l2"] == {"interfaces": ["eth0"]}
+
+    # Again: refused whole, nothing changed.
+    again = lbctl(kc, "import", "metallb", "-f", str(manifest), "--apply")
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines()[-1] == (
+        "lbctl: IPAddressPool 'lan' already exists; nothing created"
+    )
+
+
+def test_import_metallb_refusals_create_nothing(
+    kc: Path, api: client.ApiClient, tmp_path: Path
+) -> None:
+    lbctl(kc, "pool", "create", "taken", "--addresses", "198.18.71.0/28")
+    clash = tmp_path / "clash.yaml"
+    clash.write_text(
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: ok}\n"
+        "spec: {addresses: [198.18.72.0/28]}\n---\n"
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: overlapping}\n"
+        "spec: {addresses: [198.18.71.8/29]}\n"
+    )
+    out = lbctl(kc, "import", "metallb", "-f", str(clash), "--apply")
+    assert out.returncode == 2
+    assert "overlap" in out.stderr and "nothing created" in out.stderr, out.stderr
+    assert set(pools(api)) == {"taken"}
+
+    cases = {
+        "bad.yaml": ("kind: [unclosed\n", "not valid YAML at line"),
+        "host-bits.yaml": (
+            "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: hb}\n"
+            "spec: {addresses: [198.18.73.1/24]}\n",
+            "pool 'hb' cannot be converted",
+        ),
+        "empty.yaml": ("apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n", "no MetalLB"),
+    }
+    for filename, (text, words) in cases.items():
+        path = tmp_path / filename
+        path.write_text(text)
+        out = lbctl(kc, "import", "metallb", "-f", str(path), "--apply")
+        assert out.returncode == 2, (filename, out.stderr)
+        last = out.stderr.strip().splitlines()[-1]
+        assert last.startswith("lbctl: ") and words in last, (filename, out.stderr)
+        assert "Traceback" not in out.stderr
+    missing = lbctl(kc, "import", "metallb", "-f", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 2 and "cannot read" in missing.stderr
+    assert set(pools(api)) == {"taken"}
