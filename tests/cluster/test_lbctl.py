@@ -5,6 +5,8 @@ controller where needed (Service status + annotations, pool status, the controll
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -471,3 +473,64 @@ def test_import_metallb_refusals_create_nothing(
     missing = lbctl(kc, "import", "metallb", "-f", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 2 and "cannot read" in missing.stderr
     assert set(pools(api)) == {"taken"}
+
+
+# --- version, kubectl plugin, completion ---------------------------------------------------------
+
+
+def test_version_and_kubectl_plugin(tmp_path: Path) -> None:
+    from ironlb import __version__
+
+    own = subprocess.run([str(LBCTL), "--version"], capture_output=True, text=True, check=False)
+    assert own.returncode == 0 and own.stdout.strip() == f"lbctl (ironlb) {__version__}"
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed (the plugin check needs it)")
+    env = {**os.environ, "PATH": f"{LBCTL.parent}:{os.environ.get('PATH', '')}"}
+    plugin = subprocess.run(
+        [kubectl, "lb", "--version"], capture_output=True, text=True, env=env, check=False
+    )
+    assert plugin.returncode == 0, plugin.stderr
+    assert plugin.stdout.strip() == f"lbctl (ironlb) {__version__}"
+    usage = subprocess.run([kubectl, "lb"], capture_output=True, text=True, env=env, check=False)
+    assert usage.returncode == 2 and usage.stderr.startswith("usage: kubectl lb")
+
+
+def test_bash_completion_completes_commands_and_subcommands() -> None:
+    script = subprocess.run(
+        [str(LBCTL), "completion", "bash"], capture_output=True, text=True, check=True
+    ).stdout
+
+    def complete(*words: str) -> list[str]:
+        line = " ".join(words)
+        program = (
+            f"{script}\n"
+            f"COMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; "
+            f'COMP_LINE="{line}"; COMP_POINT={len(line)}; '
+            f"_python_argcomplete lbctl {words[-1]} {words[-2]}; "
+            'printf "%s\\n" "${COMPREPLY[@]}"'
+        )
+        env = {**os.environ, "PATH": f"{LBCTL.parent}:{os.environ.get('PATH', '')}"}
+        out = subprocess.run(
+            ["bash", "-c", program], capture_output=True, text=True, env=env, check=True
+        )
+        return sorted(w.strip() for w in out.stdout.split("\n") if w.strip())
+
+    assert complete("lbctl", "po") == ["pool"]
+    assert complete("lbctl", "pool", "cr") == ["create"]
+    assert [w for w in complete("lbctl", "import", "") if not w.startswith("-")] == ["metallb"]
+
+
+@pytest.mark.parametrize("shell", ["zsh", "fish"])
+def test_other_shells_get_a_script_they_parse(shell: str, tmp_path: Path) -> None:
+    script = subprocess.run(
+        [str(LBCTL), "completion", shell], capture_output=True, text=True, check=True
+    ).stdout
+    assert "lbctl" in script
+    binary = shutil.which(shell)
+    if binary is None:
+        pytest.skip(f"{shell} is not installed: its script is printed but not parsed here")
+    path = tmp_path / f"lbctl.{shell}"
+    path.write_text(script)
+    checked = subprocess.run([binary, "-n", str(path)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
