@@ -22,3 +22,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "root" in item.keywords or ROOT_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """After property tests ran: how many generated inputs each parser was given."""
+    from tests.props import TRIED
+
+    if not TRIED:
+        return
+    terminalreporter.section("generated inputs tried per parser")
+    for parser, count in sorted(TRIED.items()):
+        terminalreporter.write_line(f"{parser}: {count}")
+    terminalreporter.write_line(f"total: {sum(TRIED.values())}")

@@ -138,7 +138,8 @@ class _Ctx:
         out: dict[str, yaml.Node] = {}
         for key_node, value_node in node.value:
             key = self.scalar(key_node)
-            kpath = f"{path}.{key}" if path else str(key)
+            label = _label(key)
+            kpath = f"{path}.{label}" if path else label
             if not isinstance(key, str) or key not in allowed:
                 known = ", ".join(sorted(allowed))
                 raise self.error(key_node, kpath, f"unknown field (known: {known})")
@@ -231,11 +232,16 @@ def parse_config(text: str, source: str = "<config>") -> ForwardConfig:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 0
-        raise ConfigError(source, line, "", f"invalid YAML: {exc.problem or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, 0, "", f"invalid YAML: {exc}") from None
+        problem = _one_line(exc.problem or exc)
+        raise ConfigError(source, line, "", f"invalid YAML: {problem}") from None
+    except yaml.YAMLError as exc:  # e.g. ReaderError, whose text spans lines
+        raise ConfigError(source, 0, "", f"invalid YAML: {_one_line(exc)}") from None
     if root is None:
         raise ConfigError(source, 0, "", "the file is empty; it needs a 'listeners' list")
+    _check_scalars(ctx, root, "", set())
+    if not isinstance(root, yaml.MappingNode):
+        got = ctx.describe(root)
+        raise ctx.error(root, "", f"the file must be a mapping with a 'listeners' list, got {got}")
     top = ctx.mapping(root, "", _TOP)
     defaults = ListenerOptions()
     default_health: HealthCheck | None = None
@@ -262,6 +268,45 @@ def parse_config(text: str, source: str = "<config>") -> ForwardConfig:
         for i, node in enumerate(items):
             _check_announceable(ctx, node, f"listeners[{i}]", listeners[i].key.vip)
     return ForwardConfig(listeners=tuple(listeners), announce=announce, source=source)
+
+
+def _label(key: object) -> str:
+    """A mapping key as it appears in a field path: quoted unless a plain word."""
+    plain = isinstance(key, str) and key.isprintable() and key.strip() == key != ""
+    return str(key) if plain else repr(key)
+
+
+def _one_line(text: object) -> str:
+    """PyYAML's messages span lines (the mark's excerpt); errors are one line."""
+    return " ".join(str(text).split())
+
+
+def _check_scalars(ctx: _Ctx, node: yaml.Node, path: str, seen: set[int]) -> None:
+    """Refuse, at its line and field, a scalar PyYAML cannot construct.
+
+    An explicit tag on a value it does not fit (``port: !!int abc``, ``!foo x``,
+    ``!!binary '%%'``) only fails when the value is constructed, long after
+    :func:`yaml.compose` accepted the text; checking every scalar once, up
+    front, keeps the field checks free of PyYAML's own exceptions.
+    """
+    if id(node) in seen:  # an alias: already checked where its anchor is
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.ScalarNode):
+        try:
+            ctx._constructor.construct_object(node, deep=True)
+        except Exception:  # PyYAML's constructors raise anything (AttributeError for !!timestamp)
+            raise ctx.error(
+                node, path, f"invalid YAML: cannot read {node.value!r} as {node.tag}"
+            ) from None
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_scalars(ctx, item, f"{path}[{i}]", seen)
+    elif isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            _check_scalars(ctx, key_node, path or "(top level)", seen)
+            key = _label(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
+            _check_scalars(ctx, value_node, f"{path}.{key}" if path else key, seen)
 
 
 def load_config(path: str) -> ForwardConfig:

@@ -221,10 +221,18 @@ def _bool(obj: Any, path: str) -> bool:
     return obj
 
 
+def _label(key: object) -> str:
+    """A key as it appears in a field path: quoted unless plain printable text."""
+    plain = isinstance(key, str) and key.isprintable() and key.strip() == key != ""
+    return str(key) if plain else repr(key)
+
+
 def _no_unknown_keys(obj: Mapping[str, Any], allowed: set[str], path: str) -> None:
-    unknown = sorted(set(obj) - allowed)
+    unknown = sorted((str(k) for k in set(obj) - allowed), key=str)
     if unknown:
-        raise PoolError(f"{path}.{unknown[0]}", f"unknown field (allowed: {sorted(allowed)})")
+        raise PoolError(
+            f"{path}.{_label(unknown[0])}", f"unknown field (allowed: {sorted(allowed)})"
+        )
 
 
 def parse_selector(obj: Mapping[str, Any], field: str) -> LabelSelector:
@@ -236,7 +244,7 @@ def parse_selector(obj: Mapping[str, Any], field: str) -> LabelSelector:
     for key, value in _mapping(raw_labels, f"{field}.matchLabels").items():
         if not isinstance(key, str) or not key:
             raise PoolError(f"{field}.matchLabels", f"label key {key!r} must be a non-empty string")
-        labels[key] = _string(value, f"{field}.matchLabels[{key}]")
+        labels[key] = _string(value, f"{field}.matchLabels[{_label(key)}]")
     requirements = []
     for i, raw in enumerate(_list(obj.get("matchExpressions") or [], f"{field}.matchExpressions")):
         path = f"{field}.matchExpressions[{i}]"

@@ -59,14 +59,31 @@ class ServiceRequestError(ValueError):
     """A Service whose fields or annotations cannot be turned into a request."""
 
 
+def _part(obj: Any, key: str) -> Mapping[str, Any]:
+    """``obj[key]`` when both are objects, else empty: for the questions that never raise."""
+    value = obj.get(key) if isinstance(obj, Mapping) else None
+    return value if isinstance(value, Mapping) else {}
+
+
+def _section(obj: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
+    """``obj[key]`` as an object (unset or empty: ``{}``); anything else names ``path``."""
+    value = obj.get(key)
+    if not value:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ServiceRequestError(f"{path} must be an object, got {value!r}")
+    return value
+
+
 def service_key(service: Mapping[str, Any]) -> ServiceKey:
-    meta = service.get("metadata") or {}
+    """The Service's namespace (``default`` when unset) and name (``""`` when unset)."""
+    meta = _part(service, "metadata")
     return ServiceKey(str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
 
 
 def is_ours(service: Mapping[str, Any], load_balancer_class: str) -> bool:
     """``type: LoadBalancer`` and class unset (we are the default) or equal to ours."""
-    spec = service.get("spec") or {}
+    spec = _part(service, "spec")
     if spec.get("type") != "LoadBalancer":
         return False
     cls = spec.get("loadBalancerClass")
@@ -75,7 +92,9 @@ def is_ours(service: Mapping[str, Any], load_balancer_class: str) -> bool:
 
 def current_ingress_ips(service: Mapping[str, Any]) -> tuple[IPAddress, ...]:
     """The IPs in ``status.loadBalancer.ingress`` (hostnames and garbage skipped)."""
-    ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    ingress = _part(_part(service, "status"), "loadBalancer").get("ingress")
+    if not isinstance(ingress, list):
+        return ()
     ips: list[IPAddress] = []
     for entry in ingress:
         if not isinstance(entry, Mapping):
@@ -89,8 +108,7 @@ def current_ingress_ips(service: Mapping[str, Any]) -> tuple[IPAddress, ...]:
 
 def allocated_pool(service: Mapping[str, Any]) -> str | None:
     """The pool named by our ``ironlb.io/ip-allocated-from-pool`` annotation, if any."""
-    annotations = (service.get("metadata") or {}).get("annotations") or {}
-    value = annotations.get(ALLOCATED_FROM_POOL)
+    value = _part(_part(service, "metadata"), "annotations").get(ALLOCATED_FROM_POOL)
     return value if isinstance(value, str) and value else None
 
 
@@ -136,7 +154,7 @@ def _families(spec: Mapping[str, Any], requested: tuple[IPAddress, ...]) -> tupl
         raise ServiceRequestError(f"spec.ipFamilies must be a list, got {raw!r}")
     families: list[int] = []
     for item in raw:
-        if item not in _FAMILIES:
+        if not isinstance(item, str) or item not in _FAMILIES:
             raise ServiceRequestError(f"spec.ipFamilies: unknown family {item!r}")
         families.append(_FAMILIES[item])
     if len(set(families)) != len(families):
@@ -146,7 +164,10 @@ def _families(spec: Mapping[str, Any], requested: tuple[IPAddress, ...]) -> tupl
 
 def _ports(spec: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
     ports: list[tuple[str, int]] = []
-    for i, entry in enumerate(spec.get("ports") or []):
+    raw = spec.get("ports") or []
+    if not isinstance(raw, list):
+        raise ServiceRequestError(f"spec.ports must be a list, got {raw!r}")
+    for i, entry in enumerate(raw):
         if not isinstance(entry, Mapping):
             raise ServiceRequestError(f"spec.ports[{i}] must be an object")
         protocol = entry.get("protocol") or "TCP"
@@ -214,9 +235,13 @@ def parse_service(
     service: Mapping[str, Any], namespace_labels: Mapping[str, str]
 ) -> ServiceRequest:
     """The allocation request a Service makes; raises :class:`ServiceRequestError`."""
-    meta = service.get("metadata") or {}
-    spec = service.get("spec") or {}
-    annotations = meta.get("annotations") or {}
+    if not isinstance(service, Mapping):
+        raise ServiceRequestError(
+            f"the Service must be an object with metadata and spec, got {service!r}"
+        )
+    meta = _section(service, "metadata", "metadata")
+    spec = _section(service, "spec", "spec")
+    annotations = _section(meta, "annotations", "metadata.annotations")
     key = service_key(service)
     if not key.name:
         raise ServiceRequestError("metadata.name is missing")

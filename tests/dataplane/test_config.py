@@ -298,3 +298,54 @@ def test_cli_exits_2_with_the_message(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "OK (1 listener(s))" in proc.stdout
+
+
+# Bugs the property tests (tests/unit/test_props_forward_config.py) found: each
+# was a PyYAML traceback or a message spanning lines / naming no field.
+FOUND_BY_PROPERTIES = [
+    (edit("port: 8080", "port: !!int abc"), 3, "listeners[0].port", "cannot read 'abc'"),
+    (
+        edit("port: 8080", "port: 8080\n    protocol: !!timestamp nope"),
+        4,
+        "listeners[0].protocol",
+        "cannot read 'nope'",
+    ),
+    (BASE + "defaults: {mode: !foo x}\n", 5, "defaults.mode", "cannot read 'x' as !foo"),
+    (BASE + "'': 1\n", 5, "''", "unknown field"),
+    (BASE + '"a\\nb": 1\n', 5, "'a\\nb'", "unknown field"),
+    ("0\n", 1, "", "the file must be a mapping with a 'listeners' list, got 0"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "path", "message"), FOUND_BY_PROPERTIES)
+def test_values_pyyaml_cannot_construct_are_one_line_errors(
+    text: str, line: int, path: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "lb.yaml")
+    assert (err.value.line, err.value.path) == (line, path), str(err.value)
+    assert message in err.value.message, str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unreadable_characters_are_one_line() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config("\x1f", "lb.yaml")
+    assert str(err.value).startswith("lb.yaml: invalid YAML: unacceptable character #x001f")
+    assert "\n" not in str(err.value)
+
+
+def test_cli_check_refuses_a_bad_tag_with_exit_2_and_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "lb.yaml"
+    bad.write_text(edit("port: 8080", "port: !!int abc"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "ironlb.cli", "forward", "--config", str(bad), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"ironlb forward: {bad}:3: listeners[0].port: "
+        "invalid YAML: cannot read 'abc' as tag:yaml.org,2002:int"
+    ]

@@ -343,3 +343,28 @@ def test_withdrawal_reason_names_the_address_and_the_change() -> None:
     assert "is not usable (Overlap: overlaps pool 'old')" in refused
     for message in (buggy, shrunk, refused):
         assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        (
+            {"addresses": ["198.18.10.0/24"], "l2": {"nodeSelectors": [{"a\nb": 1}]}},
+            "spec.l2.nodeSelectors[0].'a\\nb'",
+        ),
+        ({"addresses": ["198.18.10.0/24"], "": 1}, "spec.''"),
+        (
+            {
+                "addresses": ["198.18.10.0/24"],
+                "l2": {"nodeSelectors": [{"matchLabels": {"x\ny": 1}}]},
+            },
+            "spec.l2.nodeSelectors[0].matchLabels['x\\ny']",
+        ),
+    ],
+)
+def test_odd_keys_are_quoted_in_a_one_line_field(spec: dict[str, Any], field: str) -> None:
+    """Found by tests/unit/test_props_pools.py: a key with a newline split the message."""
+    with pytest.raises(PoolError) as err:
+        parse_pool("p", spec)
+    assert err.value.field == field
+    assert "\n" not in str(err.value)

@@ -145,3 +145,38 @@ def test_empty_annotations_count_as_unset() -> None:
     assert request.pool is None
     assert request.sharing_key is None
     assert request.requested_ips == ()
+
+
+# Found by tests/unit/test_props_service_request.py: each was an AttributeError or
+# TypeError traceback instead of a one-line refusal naming the field.
+@pytest.mark.parametrize(
+    ("service", "needle"),
+    [
+        ({"metadata": ["web"], "spec": {}}, "metadata must be an object, got ['web']"),
+        ({"metadata": {"name": "web"}, "spec": True}, "spec must be an object, got True"),
+        (
+            {"metadata": {"name": "web", "annotations": ["a"]}, "spec": {}},
+            "metadata.annotations must be an object, got ['a']",
+        ),
+        (svc(ipFamilies=[{"IPv4": 1}]), "spec.ipFamilies: unknown family {'IPv4': 1}"),
+        (svc(ports=5), "spec.ports must be a list, got 5"),
+        (None, "the Service must be an object with metadata and spec, got None"),
+    ],
+)
+def test_wrongly_shaped_services_are_one_line_errors(service: Any, needle: str) -> None:
+    with pytest.raises(ServiceRequestError) as err:
+        parse_service(service, {})
+    assert str(err.value) == needle
+
+
+def test_event_questions_read_wrongly_shaped_services_as_empty() -> None:
+    odd: dict[str, Any] = {
+        "metadata": {"name": "web", "annotations": True},
+        "spec": ["LoadBalancer"],
+        "status": {"loadBalancer": {"ingress": 7}},
+    }
+    assert not is_ours(odd, "ironlb.io/ironlb")
+    assert current_ingress_ips(odd) == ()
+    assert allocated_pool(odd) is None
+    assert current_ingress_ips({"status": True}) == ()
+    assert allocated_pool({"metadata": "x"}) is None
