@@ -57,6 +57,7 @@ from ironlb.operator.pools import (
 from ironlb.operator.service_request import (
     ServiceRequestError,
     allocated_pool,
+    annotation_aliases,
     current_ingress_ips,
     holding_request,
     is_ours,
@@ -116,6 +117,8 @@ class AllocationController:
         self._failed: dict[ServiceKey, tuple[str, str]] = {}
         # The last request each Service made: a holder whose request changes may unblock others.
         self._requests: dict[ServiceKey, ServiceRequest] = {}
+        # The MetalLB alias annotations each Service was last told about.
+        self._aliases: dict[ServiceKey, tuple[str, ...]] = {}
         self._namespaces: dict[str, dict[str, str]] = {}
         self._pool_objects: dict[str, Body] = {}
         self._pool_problems: dict[str, tuple[str, str]] = {}
@@ -180,6 +183,7 @@ class AllocationController:
         self._by_namespace.clear()
         self._failed.clear()
         self._requests.clear()
+        self._aliases.clear()
         self._pool_objects.clear()
         self._pool_problems.clear()
 
@@ -304,6 +308,7 @@ class AllocationController:
         self._services.pop(key, None)
         self._failed.pop(key, None)
         self._requests.pop(key, None)
+        self._aliases.pop(key, None)
         keys = self._by_namespace.get(key.namespace)
         if keys is not None:
             keys.discard(key)
@@ -328,6 +333,11 @@ class AllocationController:
 
     def _sync(self, key: ServiceKey, body: Body, context: str = "") -> None:
         """Assign ``key`` per its current spec; write and report the outcome."""
+        aliases = annotation_aliases(body)
+        if aliases != self._aliases.get(key, ()):
+            self._aliases[key] = aliases
+            for line in aliases:
+                self.events.emit(body, "Normal", "AnnotationAlias", line)
         try:
             request = parse_service(body, self._namespace_labels(key.namespace))
         except ServiceRequestError as exc:

@@ -12,6 +12,12 @@ Annotations read (MetalLB's, in the ``ironlb.io`` group):
 - ``ironlb.io/address-pool``: the pool to allocate from;
 - ``ironlb.io/allow-shared-ip``: the sharing key.
 
+MetalLB's names for these three (``metallb.io/...`` and the older
+``metallb.universe.tf/...``) are honoured as aliases, so Services move over
+from MetalLB unchanged; the ``ironlb.io/`` one wins when both are set, and
+:func:`annotation_aliases` says which alias was used or ignored (the
+controller posts it as an Event).
+
 Bad values raise :class:`ServiceRequestError` with a message that names the
 field and value; the controller posts it as an ``AllocationFailed`` Event.
 Pure: no Kubernetes client, no kopf.
@@ -35,6 +41,7 @@ __all__ = [
     "LOAD_BALANCER_IPS",
     "ServiceRequestError",
     "allocated_pool",
+    "annotation_aliases",
     "current_ingress_ips",
     "holding_request",
     "is_ours",
@@ -49,6 +56,14 @@ ALLOCATED_FROM_POOL = "ironlb.io/ip-allocated-from-pool"
 #: Written by the speaker that announces the Service's VIP: that node's name.
 ANNOUNCING_NODE = "ironlb.io/announcing-node"
 DEFAULT_LOAD_BALANCER_CLASS = "ironlb.io/ironlb"
+
+#: MetalLB's annotations honoured as aliases of ours, newest spelling first.
+ALIASES: dict[str, tuple[str, ...]] = {
+    name: tuple(
+        f"{group}/{name.split('/', 1)[1]}" for group in ("metallb.io", "metallb.universe.tf")
+    )
+    for name in (LOAD_BALANCER_IPS, ADDRESS_POOL, ALLOW_SHARED_IP)
+}
 
 _FAMILIES = {"IPv4": 4, "IPv6": 6}
 _FAMILY_POLICIES = ("SingleStack", "PreferDualStack", "RequireDualStack")
@@ -112,20 +127,53 @@ def allocated_pool(service: Mapping[str, Any]) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _set(value: Any) -> bool:
+    return value is not None and value != ""
+
+
+def _annotation(annotations: Mapping[str, Any], name: str) -> tuple[str, Any]:
+    """``(key, value)`` supplying annotation ``name``: ours when set, else the first
+    MetalLB alias that is set, else ``(name, our value)``. Empty counts as unset."""
+    value = annotations.get(name)
+    if _set(value):
+        return name, value
+    for alias in ALIASES[name]:
+        if _set(annotations.get(alias)):
+            return alias, annotations[alias]
+    return name, value
+
+
+def annotation_aliases(service: Mapping[str, Any]) -> tuple[str, ...]:
+    """One line per MetalLB alias annotation the Service carries: used, or ignored
+    because the ``ironlb.io/`` one is set. Empty when it uses none."""
+    annotations = _part(_part(service, "metadata"), "annotations")
+    lines: list[str] = []
+    for name, aliases in ALIASES.items():
+        used, _ = _annotation(annotations, name)
+        for alias in aliases:
+            if not _set(annotations.get(alias)):
+                continue
+            if alias == used:
+                lines.append(f"annotation {alias} is used as {name} (a MetalLB alias)")
+            else:
+                lines.append(f"annotation {alias} is ignored: {used} is set and wins")
+    return tuple(lines)
+
+
 def _requested_ips(
     spec: Mapping[str, Any], annotations: Mapping[str, Any]
 ) -> tuple[IPAddress, ...]:
-    raw_annotation = annotations.get(LOAD_BALANCER_IPS)
+    annotation, raw_annotation = _annotation(annotations, LOAD_BALANCER_IPS)
     raw_legacy = spec.get("loadBalancerIP")
     if raw_annotation and raw_legacy:
         raise ServiceRequestError(
-            f"both annotation {LOAD_BALANCER_IPS} and spec.loadBalancerIP are set; use only "
+            f"both annotation {annotation} and spec.loadBalancerIP are set; use only "
             f"the annotation (spec.loadBalancerIP is deprecated)"
         )
     if raw_legacy:
         source, texts = "spec.loadBalancerIP", [str(raw_legacy)]
     elif raw_annotation:
-        source = f"annotation {LOAD_BALANCER_IPS}"
+        source = f"annotation {annotation}"
         texts = [part.strip() for part in str(raw_annotation).split(",")]
     else:
         return ()
@@ -215,7 +263,9 @@ def holding_request(
     meta = service.get("metadata") or {}
     spec = service.get("spec") or {}
     annotations = meta.get("annotations") or {}
-    sharing = annotations.get(ALLOW_SHARED_IP) if isinstance(annotations, Mapping) else None
+    sharing = (
+        _annotation(annotations, ALLOW_SHARED_IP)[1] if isinstance(annotations, Mapping) else None
+    )
     traffic = spec.get("externalTrafficPolicy")
     return ServiceRequest(
         key=service_key(service),
@@ -247,13 +297,13 @@ def parse_service(
         raise ServiceRequestError("metadata.name is missing")
     requested = _requested_ips(spec, annotations)
     # An empty annotation counts as unset (Helm charts stamp them from empty values).
-    pool = annotations.get(ADDRESS_POOL)
+    pool_key, pool = _annotation(annotations, ADDRESS_POOL)
     if pool is not None and not isinstance(pool, str):
-        raise ServiceRequestError(f"annotation {ADDRESS_POOL} must name a pool, got {pool!r}")
+        raise ServiceRequestError(f"annotation {pool_key} must name a pool, got {pool!r}")
     pool = (pool or "").strip() or None
-    sharing = annotations.get(ALLOW_SHARED_IP)
+    sharing_key, sharing = _annotation(annotations, ALLOW_SHARED_IP)
     if sharing is not None and not isinstance(sharing, str):
-        raise ServiceRequestError(f"annotation {ALLOW_SHARED_IP} must be a string")
+        raise ServiceRequestError(f"annotation {sharing_key} must be a string")
     sharing = (sharing or "").strip() or None
     policy = spec.get("ipFamilyPolicy") or "SingleStack"
     if policy not in _FAMILY_POLICIES:

@@ -268,3 +268,31 @@ async def test_requested_address_excluded_by_avoid_buggy_ips_says_so(
             message = await eventually(lambda: warning_with(api, "zero", "IPNotAllowed"))
             assert "avoidBuggyIPs" in message and "'careful'" in message, message
             assert "not in any IPAddressPool" not in message
+
+
+async def test_metallb_annotations_are_honoured_and_said(apiserver: LocalApiServer) -> None:
+    async with api_client(apiserver) as api:
+        await api.install()
+        await api.create(POOLS, pool_body("moved", ["198.18.65.0/28"]))
+        async with running_controller(apiserver):
+            await api.create(
+                services_path(),
+                service_body(
+                    "from-metallb",
+                    annotations={"metallb.universe.tf/loadBalancerIPs": "198.18.65.9"},
+                ),
+            )
+            await eventually(lambda: shows(api, "from-metallb", ["198.18.65.9"]))
+            reasons = await api.event_reasons("from-metallb")
+            assert "AnnotationAlias" in reasons, reasons
+            both = {LB_IPS: "198.18.65.3", "metallb.io/loadBalancerIPs": "198.18.65.4"}
+            await api.create(services_path(), service_body("both", annotations=both))
+            await eventually(lambda: shows(api, "both", ["198.18.65.3"]))
+
+            async def ignored() -> str | None:
+                for e in await api.events("both"):
+                    if e["reason"] == "AnnotationAlias" and "is ignored" in e["message"]:
+                        return str(e["message"])
+                return None
+
+            assert "metallb.io/loadBalancerIPs" in await eventually(ignored)

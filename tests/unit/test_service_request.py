@@ -11,6 +11,7 @@ from ironlb.operator.allocator import ServiceKey
 from ironlb.operator.service_request import (
     ServiceRequestError,
     allocated_pool,
+    annotation_aliases,
     current_ingress_ips,
     is_ours,
     parse_service,
@@ -180,3 +181,46 @@ def test_event_questions_read_wrongly_shaped_services_as_empty() -> None:
     assert allocated_pool(odd) is None
     assert current_ingress_ips({"status": True}) == ()
     assert allocated_pool({"metadata": "x"}) is None
+
+
+@pytest.mark.parametrize("group", ["metallb.io", "metallb.universe.tf"])
+def test_metallb_annotations_are_aliases(group: str) -> None:
+    service = svc(
+        {
+            f"{group}/loadBalancerIPs": "198.18.0.9",
+            f"{group}/address-pool": "web",
+            f"{group}/allow-shared-ip": "k",
+        }
+    )
+    request = parse_service(service, {})
+    assert request.requested_ips == (ipaddress.ip_address("198.18.0.9"),)
+    assert (request.pool, request.sharing_key) == ("web", "k")
+    lines = annotation_aliases(service)
+    assert lines == tuple(
+        f"annotation {group}/{name} is used as ironlb.io/{name} (a MetalLB alias)"
+        for name in ("loadBalancerIPs", "address-pool", "allow-shared-ip")
+    )
+    # A bad value names the annotation the user actually wrote.
+    with pytest.raises(ServiceRequestError) as info:
+        parse_service(svc({f"{group}/loadBalancerIPs": "198.18.0"}), {})
+    assert f"annotation {group}/loadBalancerIPs" in str(info.value)
+
+
+def test_ours_wins_over_metallb_and_the_alias_is_named_ignored() -> None:
+    service = svc(
+        {
+            "ironlb.io/loadBalancerIPs": "198.18.0.7",
+            "metallb.universe.tf/loadBalancerIPs": "198.18.0.8",
+            "ironlb.io/address-pool": "",  # empty is unset: the alias applies
+            "metallb.io/address-pool": "web",
+        }
+    )
+    request = parse_service(service, {})
+    assert request.requested_ips == (ipaddress.ip_address("198.18.0.7"),)
+    assert request.pool == "web"
+    assert annotation_aliases(service) == (
+        "annotation metallb.universe.tf/loadBalancerIPs is ignored: ironlb.io/loadBalancerIPs "
+        "is set and wins",
+        "annotation metallb.io/address-pool is used as ironlb.io/address-pool (a MetalLB alias)",
+    )
+    assert annotation_aliases(svc({"ironlb.io/loadBalancerIPs": "198.18.0.7"})) == ()
