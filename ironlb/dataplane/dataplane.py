@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from ironlb.common.addresses import address_sort_key
 from ironlb.dataplane.fastpath.kernel_path import KernelPath, KernelPathError
 from ironlb.dataplane.forwarder.stats import Snapshot
+from ironlb.dataplane.forwarder.uvloop_steps import UnverifiedUvloop, require_verified_uvloop
 from ironlb.dataplane.forwarder.workers import WorkerPool
 from ironlb.dataplane.settings import AnnounceConfig, DataPlaneSettings
 from ironlb.dataplane.state import DesiredState
@@ -83,8 +84,13 @@ class DataPlane:
         """Start the workers and, when announcing, the binder and the announcer.
 
         Raises :class:`DataPlaneError` when VIPs cannot be owned (no
-        ``CAP_NET_RAW`` / ``CAP_NET_ADMIN``).
+        ``CAP_NET_RAW`` / ``CAP_NET_ADMIN``) or the installed uvloop is not
+        one the TCP forwarder was verified with (:mod:`.forwarder.uvloop_steps`).
         """
+        try:
+            require_verified_uvloop()
+        except UnverifiedUvloop as exc:
+            raise DataPlaneError(str(exc)) from exc
         self.workers.start()
         self._started = True
         await self._open_announcement(self._announce_config)

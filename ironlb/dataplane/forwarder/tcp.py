@@ -14,7 +14,8 @@ connection is known to be established. A connect that fails (refused,
 unreachable, timed out) ends that transport before it was established, and
 the attempt moves on to the next backend, replaying the copy. Per connection
 there is no task and no timer: the transport-creating coroutine is stepped
-directly, and connect/idle timeouts use per-listener sweeps.
+directly (:func:`~.uvloop_steps.step_coroutine`, guarded by a uvloop version
+check), and connect/idle timeouts use per-listener sweeps.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from ironlb.dataplane.forwarder.balancer import RoundRobin
 from ironlb.dataplane.forwarder.logs import RateLimitedLog
 from ironlb.dataplane.forwarder.stats import BackendStats, ListenerStats
+from ironlb.dataplane.forwarder.uvloop_steps import step_coroutine
 
 if TYPE_CHECKING:
     from ironlb.dataplane.state import Backend, ListenerKey, ListenerOptions
@@ -364,7 +366,7 @@ class ClientConnection(asyncio.Protocol):
         if coro is None:
             return
         try:
-            future = coro.send(None)
+            future = step_coroutine(coro)
         except StopIteration:
             self.coro = None
         except Exception as exc:  # the transport could not be made
@@ -378,7 +380,6 @@ class ClientConnection(asyncio.Protocol):
             if future is None:  # a bare yield: continue on the next iteration
                 self.listener.loop.call_soon(self._step, None)
                 return
-            future._asyncio_future_blocking = False
             future.add_done_callback(self._step)
 
     def attempt_failed(self, target: Target) -> None:
