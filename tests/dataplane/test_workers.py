@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -235,7 +236,6 @@ async def test_health_checks_take_a_dead_backend_out(
 
 
 async def test_a_port_in_use_fails_the_start(run_forward: Start) -> None:
-    import socket
 
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
@@ -322,7 +322,6 @@ async def test_sigterm_to_the_whole_group_drains_open_connections(
 
 def test_metrics_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
     """Issue 8, item 12: not a 41-line traceback."""
-    import socket
 
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
@@ -354,3 +353,109 @@ def test_metrics_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
     errors = [line for line in out.stderr.splitlines() if "ERROR" in line or "Traceback" in line]
     assert len(errors) == 1, out.stderr
     assert f"cannot serve metrics on 127.0.0.1:{port}: Address already in use" in errors[0]
+
+
+# -- issue 8, item 10: max_connections / max_sessions are per listener, counted across
+# the worker processes (forwarder/shared_limits.py)
+
+
+async def served(port: int) -> asyncio.StreamWriter | None:
+    """Connect; the stream when the backend greets, None when closed at once."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        line = await asyncio.wait_for(reader.readline(), 10)
+    except ConnectionResetError:
+        line = b""
+    if line == b"b0\n":
+        return writer
+    assert line == b""
+    writer.close()
+    return None
+
+
+async def serve_many(port: int, count: int) -> list[asyncio.StreamWriter]:
+    """``count`` connections one after the other; the ones served (held open)."""
+    out = []
+    for _ in range(count):
+        writer = await served(port)
+        if writer is not None:
+            out.append(writer)
+    return out
+
+
+async def serve_one_eventually(port: int, timeout: float = 20) -> asyncio.StreamWriter:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        writer = await served(port)
+        if writer is not None:
+            return writer
+        await asyncio.sleep(0.1)
+    raise AssertionError("no connection served in time")
+
+
+async def test_limit_4_with_2_workers_serves_exactly_4_and_keeps_count_across_a_reload(
+    backends: Backends, run_forward: Start
+) -> None:
+    b0 = await backends.tcp("b0")
+    key = make_key()
+    fwd = run_forward(config_text(key.port, [b0.port], "    max_connections: 4\n"), 2)
+    await asyncio.to_thread(fwd.wait_log, "ready: all workers are serving")
+    assert len(fwd.workers()) == 2
+    held = await serve_many(key.port, 12)
+    assert len(held) == 4
+    assert backends.counts == {"b0": 4}
+    await asyncio.to_thread(fwd.wait_log, "connection limit 4 reached")
+    assert "connection limit 2 " not in fwd.text()
+
+    held.pop().close()  # one slot free again, whichever worker takes the next one
+    held.append(await serve_one_eventually(key.port))
+    assert await serve_many(key.port, 4) == []
+
+    # New options at reload: the 4 open connections stay counted.
+    fwd.config.write_text(config_text(key.port, [b0.port], "    max_connections: 6\n"))
+    fwd.proc.send_signal(signal.SIGHUP)
+    await asyncio.to_thread(fwd.wait_log, "(changed)")
+    held.append(await serve_one_eventually(key.port))
+    held += await serve_many(key.port, 8)
+    assert len(held) == 6
+    assert backends.counts == {"b0": 4 + 1 + 2}  # nothing over the limit reached b0
+    await asyncio.to_thread(fwd.wait_log, "connection limit 6 reached")
+    for writer in held:
+        writer.close()
+    assert "Traceback" not in fwd.text()
+
+
+async def test_udp_max_sessions_3_with_2_workers_answers_exactly_3_clients(
+    backends: Backends, run_forward: Start
+) -> None:
+    backend = await backends.udp_server("u0")
+    port = free_port(socket.SOCK_DGRAM)
+    fwd = run_forward(
+        f"listeners:\n  - address: 127.0.0.1\n    port: {port}\n    protocol: udp\n"
+        f'    max_sessions: 3\n    backends: ["127.0.0.1:{backend.port}"]\n',
+        2,
+    )
+    await asyncio.to_thread(fwd.wait_log, "ready: all workers are serving")
+    clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(12)]
+    try:
+        for sock in clients:
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+            sock.sendto(b"hi", ("127.0.0.1", port))
+        await asyncio.to_thread(fwd.wait_log, "UDP session limit 3 reached")
+        answered: set[int] = set()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(answered) <= 3:
+            for i, sock in enumerate(clients):
+                try:
+                    assert sock.recv(100) == b"u0:hi"
+                    answered.add(i)
+                except BlockingIOError:
+                    pass
+            await asyncio.sleep(0.05)
+        assert len(answered) == 3
+        assert len(backends.udp_peers["u0"]) == 3
+        assert "UDP session limit 1 " not in fwd.text()
+    finally:
+        for sock in clients:
+            sock.close()

@@ -35,6 +35,7 @@ from ironlb.dataplane.forwarder.stats import BackendStats, ListenerStats
 from ironlb.dataplane.forwarder.uvloop_steps import step_coroutine
 
 if TYPE_CHECKING:
+    from ironlb.dataplane.forwarder.shared_limits import Gate
     from ironlb.dataplane.state import Backend, ListenerKey, ListenerOptions
 
 log = logging.getLogger("ironlb.forward.tcp")
@@ -108,7 +109,7 @@ class TcpListener:
         key: ListenerKey,
         options: ListenerOptions,
         stats: ListenerStats,
-        max_connections: int,
+        gate: Gate,
     ) -> None:
         self.loop = loop
         self.key = key
@@ -120,7 +121,8 @@ class TcpListener:
         self.connecting: set[ClientConnection] = set()
         self.server: asyncio.AbstractServer | None = None
         self.options = options
-        self.max_connections = max_connections
+        self.gate = gate
+        self.max_connections = options.max_connections
         self.attempts = options.retries + 1
         self.source_filter = options.allows if options.source_ranges else None
         self._limit_log = RateLimitedLog(log)
@@ -130,9 +132,12 @@ class TcpListener:
 
     # -- configuration -----------------------------------------------------
 
-    def set_options(self, options: ListenerOptions, max_connections: int) -> None:
+    def set_options(self, options: ListenerOptions) -> None:
+        """New options; the open connections stay counted against the new limit."""
         self.options = options
-        self.max_connections = max_connections
+        if options.max_connections != self.max_connections:
+            self._limit_log = RateLimitedLog(log)  # a new limit gets its own line at once
+        self.max_connections = options.max_connections
         self.attempts = options.retries + 1
         self.source_filter = options.allows if options.source_ranges else None
         if self.server is not None or self.conns:
@@ -314,7 +319,7 @@ class ClientConnection(asyncio.Protocol):
                 self.transport.abort()  # type: ignore[union-attr]
                 listener.stats.rejected_source += 1
                 return
-        if len(listener.conns) >= listener.max_connections:
+        if not listener.gate.try_acquire(listener.max_connections):
             self.closed = True
             self.transport.abort()  # type: ignore[union-attr]
             listener.limit_reached()
@@ -469,6 +474,7 @@ class ClientConnection(asyncio.Protocol):
         listener = self.listener
         if self in listener.conns:
             listener.conns.discard(self)
+            listener.gate.release()
             listener.stats.active -= 1
         listener.connecting.discard(self)
         self.closed = True

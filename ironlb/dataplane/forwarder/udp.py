@@ -22,6 +22,7 @@ from ironlb.dataplane.forwarder.logs import RateLimitedLog
 from ironlb.dataplane.forwarder.tcp import Target
 
 if TYPE_CHECKING:
+    from ironlb.dataplane.forwarder.shared_limits import Gate
     from ironlb.dataplane.forwarder.stats import ListenerStats
     from ironlb.dataplane.state import Backend, ListenerKey, ListenerOptions
 
@@ -42,7 +43,7 @@ class UdpListener(asyncio.DatagramProtocol):
         key: ListenerKey,
         options: ListenerOptions,
         stats: ListenerStats,
-        max_sessions: int,
+        gate: Gate,
     ) -> None:
         self.loop = loop
         self.key = key
@@ -51,7 +52,8 @@ class UdpListener(asyncio.DatagramProtocol):
         self.stats = stats
         self.options = options
         self.source_filter = options.allows if options.source_ranges else None
-        self.max_sessions = max_sessions
+        self.gate = gate
+        self.max_sessions = options.udp_max_sessions
         self.balancer: RoundRobin[Target] = RoundRobin()
         self.targets: dict[tuple[str, int], Target] = {}
         self.sessions: dict[Any, UdpSession] = {}
@@ -63,11 +65,14 @@ class UdpListener(asyncio.DatagramProtocol):
 
     # -- configuration -----------------------------------------------------
 
-    def set_options(self, options: ListenerOptions, max_sessions: int) -> None:
+    def set_options(self, options: ListenerOptions) -> None:
+        """New options; the open sessions stay counted against the new limit."""
         old = self.options.udp_session_timeout
         self.options = options
         self.source_filter = options.allows if options.source_ranges else None
-        self.max_sessions = max_sessions
+        if options.udp_max_sessions != self.max_sessions:
+            self._full_log = RateLimitedLog(log)  # a new limit gets its own line at once
+        self.max_sessions = options.udp_max_sessions
         if old != options.udp_session_timeout and self._sweeper is not None:
             self._sweeper.cancel()
             self._schedule_sweep()
@@ -148,7 +153,7 @@ class UdpListener(asyncio.DatagramProtocol):
     def _new_session(self, addr: Any) -> UdpSession | None:
         if not self.accepting:
             return None
-        if len(self.sessions) >= self.max_sessions:
+        if not self.gate.try_acquire(self.max_sessions):
             self._full_log.warning(
                 "listener %s: UDP session limit %d reached, dropping datagrams of new clients",
                 self.name,
@@ -157,6 +162,7 @@ class UdpListener(asyncio.DatagramProtocol):
             return None
         target = self.balancer.pick()
         if target is None:
+            self.gate.release()
             self.stats.no_backend += 1
             self._no_backend_log.warning(
                 "listener %s: no ready backend, dropping datagram", self.name
@@ -168,6 +174,7 @@ class UdpListener(asyncio.DatagramProtocol):
             sock.connect((target.host, target.port))
         except OSError as exc:
             sock.close()
+            self.gate.release()
             target.stats.failed += 1
             self._no_backend_log.warning("listener %s: %s: %s", self.name, target.backend, exc)
             return None
@@ -235,6 +242,7 @@ class UdpSession:
         listener = self.listener
         if listener.sessions.get(self.addr) is self:
             del listener.sessions[self.addr]
+            listener.gate.release()
             listener.stats.udp_sessions_active -= 1
             listener.loop.remove_reader(self.sock.fileno())
             self.sock.close()
