@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from ironlb.common.addresses import address_sort_key
 from ironlb.dataplane.fastpath.kernel_path import KernelPath, KernelPathError
+from ironlb.dataplane.forwarder.fd_limits import NofileGuard
 from ironlb.dataplane.forwarder.stats import Snapshot
 from ironlb.dataplane.forwarder.uvloop_steps import UnverifiedUvloop, require_verified_uvloop
 from ironlb.dataplane.forwarder.workers import WorkerPool
@@ -77,6 +78,7 @@ class DataPlane:
         self._started = False
         self._stopped = False
         self._proxy: DesiredState | None = None
+        self._nofile = NofileGuard()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -114,6 +116,7 @@ class DataPlane:
                 raise DataPlaneError(str(exc)) from exc
             proxy = state.only("proxy").with_vips(())
             if proxy != self._proxy:
+                self._nofile.ensure(proxy)
                 generation = self.workers.publish(proxy)
                 errors = await self.workers.wait_applied(generation, APPLY_TIMEOUT)
                 if errors is None:

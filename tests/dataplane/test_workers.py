@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -28,10 +29,21 @@ def config_text(port: int, backends: list[int], extra: str = "") -> str:
     )
 
 
+def _set_nofile(limits: tuple[int, int]) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+
+
 class Forward:
     """A running ``ironlb forward`` with its log file."""
 
-    def __init__(self, tmp: Path, config: str, workers: int = 2, *extra: str) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        config: str,
+        workers: int = 2,
+        *extra: str,
+        nofile: tuple[int, int] | None = None,
+    ) -> None:
         self.config = tmp / "lb.yaml"
         self.config.write_text(config)
         self.log = tmp / "forward.log"
@@ -53,6 +65,7 @@ class Forward:
             stdout=subprocess.DEVNULL,
             stderr=self.log.open("w"),
             start_new_session=True,
+            preexec_fn=None if nofile is None else lambda: _set_nofile(nofile),
         )
 
     def text(self) -> str:
@@ -103,8 +116,10 @@ def run_forward(tmp_path: Path) -> Iterator[Start]:
     """Start ``ironlb forward``; stopped (workers included) when the test ends."""
     started: list[Forward] = []
 
-    def start(config: str, workers: int = 2, *extra: str) -> Forward:
-        fwd = Forward(tmp_path, config, workers, *extra)
+    def start(
+        config: str, workers: int = 2, *extra: str, nofile: tuple[int, int] | None = None
+    ) -> Forward:
+        fwd = Forward(tmp_path, config, workers, *extra, nofile=nofile)
         started.append(fwd)
         return fwd
 
@@ -459,3 +474,125 @@ async def test_udp_max_sessions_3_with_2_workers_answers_exactly_3_clients(
     finally:
         for sock in clients:
             sock.close()
+
+
+# -- issue 8, item 9: file descriptors (forwarder/fd_limits.py)
+
+
+@pytest.fixture
+def many_fds() -> Iterator[None]:
+    """This test process holds ~1500 sockets (clients and backends): allow them."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 8192 if hard == resource.RLIM_INFINITY else min(hard, 8192)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def worker_nofile(fwd: Forward) -> int:
+    (pid,) = fwd.workers()
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError("no Max open files line")
+
+
+async def test_the_soft_fd_limit_is_raised_to_what_max_connections_needs(
+    backends: Backends, run_forward: Start, many_fds: None
+) -> None:
+    b0 = await backends.tcp("b0")
+    key = make_key()
+    extra = "    max_connections: 300\n"
+    fwd = run_forward(config_text(key.port, [b0.port], extra), 1, nofile=(256, 4096))
+    await asyncio.to_thread(fwd.wait_log, "ready: all workers are serving")
+    assert worker_nofile(fwd) >= 2 * 300
+    held = await serve_many(key.port, 300)
+    assert len(held) == 300  # soft limit 256 would serve ~115
+    for writer in held:
+        writer.close()
+    assert "RLIMIT_NOFILE" not in fwd.text()  # enough: no warning
+    assert "Traceback" not in fwd.text()
+
+
+async def test_300_tcp_connections_at_an_fd_limit_of_256_are_served_or_closed_and_counted(
+    backends: Backends, run_forward: Start, many_fds: None
+) -> None:
+    b0 = await backends.tcp("b0")
+    key = make_key()
+    extra = "    max_connections: 1000\n"
+    fwd = run_forward(config_text(key.port, [b0.port], extra), 1, nofile=(256, 256))
+    await asyncio.to_thread(fwd.wait_log, "ready: all workers are serving")
+    assert "RLIMIT_NOFILE is 256 (hard limit) but the listeners' limits need" in fwd.text()
+    held: list[asyncio.StreamWriter] = []
+    for _ in range(300 // 15):  # waves of 15 concurrent connects
+        # served() fails on a client left hanging (no answer and no close in 10 s)
+        wave = await asyncio.gather(*(served(key.port) for _ in range(15)))
+        held += [w for w in wave if w is not None]
+    assert 0 < len(held) < 300
+    listener = str(key)
+
+    def counted() -> bool:
+        text = fwd.metrics()
+        return metric(text, "ironlb_forward_fd_exhausted_total", listener=listener) == 300 - len(
+            held
+        )
+
+    await wait_until(counted)
+    for writer in held:
+        writer.close()
+    text = fwd.text()
+    assert "Traceback" not in text
+    assert text.count("RLIMIT_NOFILE is 256") == 1
+    assert 1 <= text.count("no file descriptor for an upstream") < 30  # rate-limited
+
+
+async def test_400_udp_clients_at_an_fd_limit_of_256_get_answers_or_counted_drops(
+    backends: Backends, run_forward: Start, many_fds: None
+) -> None:
+    backend = await backends.udp_server("u0")
+    port = free_port(socket.SOCK_DGRAM)
+    fwd = run_forward(
+        f"listeners:\n  - address: 127.0.0.1\n    port: {port}\n    protocol: udp\n"
+        f'    max_sessions: 1000\n    backends: ["127.0.0.1:{backend.port}"]\n',
+        1,
+        nofile=(256, 256),
+    )
+    await asyncio.to_thread(fwd.wait_log, "ready: all workers are serving")
+    clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(400)]
+    answered: set[int] = set()
+
+    def collect() -> None:
+        for i, sock in enumerate(clients):
+            try:
+                assert sock.recv(100) == b"u0:hi"
+                answered.add(i)
+            except BlockingIOError:
+                pass
+
+    try:
+        for sock in clients:
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+        for start in range(0, 400, 20):  # waves of 20, so no socket buffer overflows
+            for sock in clients[start : start + 20]:
+                sock.sendto(b"hi", ("127.0.0.1", port))
+            await asyncio.sleep(0.02)
+            collect()
+        listener = f"udp/127.0.0.1:{port}"
+
+        def counted() -> bool:
+            collect()
+            text = fwd.metrics()
+            drops = metric(text, "ironlb_forward_fd_exhausted_total", listener=listener)
+            return len(answered) + drops == 400
+
+        await wait_until(counted)
+        assert 0 < len(answered) < 400
+    finally:
+        for sock in clients:
+            sock.close()
+    text = fwd.text()
+    assert "Traceback" not in text
+    assert 1 <= text.count("no file descriptor for a UDP session") < 30  # rate-limited

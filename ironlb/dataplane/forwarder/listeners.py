@@ -21,6 +21,7 @@ import logging
 import socket
 from collections.abc import Mapping
 
+from ironlb.dataplane.forwarder.fd_limits import FdBudget
 from ironlb.dataplane.forwarder.shared_limits import LocalGate, WorkerCounts
 from ironlb.dataplane.forwarder.stats import StatsRegistry
 from ironlb.dataplane.forwarder.tcp import TcpListener
@@ -73,6 +74,7 @@ class Forwarder:
         self.loop = loop or asyncio.get_running_loop()
         self.stats = stats or StatsRegistry()
         self.counts = counts
+        self.fds = FdBudget()
         self.listeners: dict[ListenerKey, Listener] = {}
         self.draining: list[Listener] = []
         self.state = DesiredState()
@@ -89,6 +91,7 @@ class Forwarder:
         with ``IP_FREEBIND`` either way."""
         slots = slots or {}
         async with self._lock:
+            self.fds.measure()
             self.draining = [lst for lst in self.draining if not lst.drained]
             for key in list(self.listeners):
                 if key not in state.listeners:
@@ -123,9 +126,9 @@ class Forwarder:
         gate = self.counts.gate(slot) if self.counts is not None else LocalGate()
         listener: Listener
         if key.protocol == "tcp":
-            listener = TcpListener(self.loop, key, opts, stats, gate)
+            listener = TcpListener(self.loop, key, opts, stats, gate, self.fds)
         else:
-            listener = UdpListener(self.loop, key, opts, stats, gate)
+            listener = UdpListener(self.loop, key, opts, stats, gate, self.fds)
         try:
             await listener.start(sock)
         except OSError as exc:

@@ -30,6 +30,7 @@ from ipaddress import ip_address
 from typing import TYPE_CHECKING, Any
 
 from ironlb.dataplane.forwarder.balancer import RoundRobin
+from ironlb.dataplane.forwarder.fd_limits import EXHAUSTED, FdBudget
 from ironlb.dataplane.forwarder.logs import RateLimitedLog
 from ironlb.dataplane.forwarder.stats import BackendStats, ListenerStats
 from ironlb.dataplane.forwarder.uvloop_steps import step_coroutine
@@ -110,8 +111,10 @@ class TcpListener:
         options: ListenerOptions,
         stats: ListenerStats,
         gate: Gate,
+        fds: FdBudget,
     ) -> None:
         self.loop = loop
+        self.fds = fds
         self.key = key
         self.name = str(key)
         self.stats = stats
@@ -127,6 +130,7 @@ class TcpListener:
         self.source_filter = options.allows if options.source_ranges else None
         self._limit_log = RateLimitedLog(log)
         self._no_backend_log = RateLimitedLog(log)
+        self._fd_log = RateLimitedLog(log, interval=1.0)
         self._idle_timer: asyncio.TimerHandle | None = None
         self._connect_timer: asyncio.TimerHandle | None = None
 
@@ -209,6 +213,15 @@ class TcpListener:
             "listener %s: connection limit %d reached, closing new connections",
             self.name,
             self.max_connections,
+        )
+
+    def fd_exhausted(self, why: str) -> None:
+        """No descriptor for an upstream socket: the client is closed, counted."""
+        self.stats.fd_exhausted += 1
+        self._fd_log.warning(
+            "listener %s: no file descriptor for an upstream (%s), closing new connections",
+            self.name,
+            why,
         )
 
     def no_backend(self, tried: int) -> None:
@@ -324,6 +337,12 @@ class ClientConnection(asyncio.Protocol):
             self.transport.abort()  # type: ignore[union-attr]
             listener.limit_reached()
             return
+        if not listener.fds.take(2):
+            listener.gate.release()
+            self.closed = True
+            self.transport.abort()  # type: ignore[union-attr]
+            listener.fd_exhausted("RLIMIT_NOFILE nearly reached")
+            return
         listener.conns.add(self)
         stats = listener.stats
         stats.accepted += 1
@@ -343,7 +362,15 @@ class ClientConnection(asyncio.Protocol):
             if tried:
                 listener.stats.retries += 1
             tried.append(target)
-            sock = _UpstreamSocket(target.family, _NONBLOCKING_STREAM)
+            try:
+                sock = _UpstreamSocket(target.family, _NONBLOCKING_STREAM)
+            except OSError as exc:
+                if exc.errno not in EXHAUSTED:
+                    raise
+                listener.connecting.discard(self)
+                listener.fd_exhausted(exc.strerror or str(exc))
+                self.abort()
+                return
             err = sock.connect_ex(target.sockaddr)
             if err not in _CONNECTING:
                 _socket.socket.close(sock)
@@ -475,6 +502,7 @@ class ClientConnection(asyncio.Protocol):
         if self in listener.conns:
             listener.conns.discard(self)
             listener.gate.release()
+            listener.fds.give(2)
             listener.stats.active -= 1
         listener.connecting.discard(self)
         self.closed = True

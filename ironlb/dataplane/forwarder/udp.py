@@ -18,6 +18,7 @@ from ipaddress import ip_address
 from typing import TYPE_CHECKING, Any
 
 from ironlb.dataplane.forwarder.balancer import RoundRobin
+from ironlb.dataplane.forwarder.fd_limits import EXHAUSTED, FdBudget
 from ironlb.dataplane.forwarder.logs import RateLimitedLog
 from ironlb.dataplane.forwarder.tcp import Target
 
@@ -44,7 +45,9 @@ class UdpListener(asyncio.DatagramProtocol):
         options: ListenerOptions,
         stats: ListenerStats,
         gate: Gate,
+        fds: FdBudget,
     ) -> None:
+        self.fds = fds
         self.loop = loop
         self.key = key
         self.name = str(key)
@@ -61,6 +64,7 @@ class UdpListener(asyncio.DatagramProtocol):
         self.accepting = False
         self._full_log = RateLimitedLog(log)
         self._no_backend_log = RateLimitedLog(log)
+        self._fd_log = RateLimitedLog(log, interval=1.0)
         self._sweeper: asyncio.TimerHandle | None = None
 
     # -- configuration -----------------------------------------------------
@@ -168,12 +172,23 @@ class UdpListener(asyncio.DatagramProtocol):
                 "listener %s: no ready backend, dropping datagram", self.name
             )
             return None
-        sock = socket.socket(self.family, socket.SOCK_DGRAM)
+        if not self.fds.take(1):
+            self._no_descriptor("RLIMIT_NOFILE nearly reached")
+            return None
         try:
-            sock.setblocking(False)
+            sock = socket.socket(self.family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
+        except OSError as exc:
+            self.fds.give(1)
+            if exc.errno not in EXHAUSTED:
+                self.gate.release()
+                raise
+            self._no_descriptor(exc.strerror or str(exc))
+            return None
+        try:
             sock.connect((target.host, target.port))
         except OSError as exc:
             sock.close()
+            self.fds.give(1)
             self.gate.release()
             target.stats.failed += 1
             self._no_backend_log.warning("listener %s: %s: %s", self.name, target.backend, exc)
@@ -184,6 +199,16 @@ class UdpListener(asyncio.DatagramProtocol):
         self.stats.udp_sessions_active += 1
         target.stats.udp_sessions += 1
         return session
+
+    def _no_descriptor(self, why: str) -> None:
+        self.gate.release()
+        self.stats.fd_exhausted += 1
+        self._fd_log.warning(
+            "listener %s: no file descriptor for a UDP session (%s), dropping datagrams "
+            "of new clients",
+            self.name,
+            why,
+        )
 
     def reply(self, data: bytes, addr: Any) -> None:
         transport = self.transport
@@ -243,6 +268,7 @@ class UdpSession:
         if listener.sessions.get(self.addr) is self:
             del listener.sessions[self.addr]
             listener.gate.release()
+            listener.fds.give(1)
             listener.stats.udp_sessions_active -= 1
             listener.loop.remove_reader(self.sock.fileno())
             self.sock.close()

@@ -32,6 +32,7 @@ import signal
 from dataclasses import dataclass, field
 from typing import Any
 
+from ironlb.dataplane.forwarder.fd_limits import fds_needed, raise_nofile
 from ironlb.dataplane.forwarder.logs import setup_logging
 from ironlb.dataplane.forwarder.messages import Applied, Apply, Stats
 from ironlb.dataplane.forwarder.shared_limits import SharedCounts, WorkerCounts, spawn_context
@@ -108,6 +109,7 @@ async def _worker(
             stop.set()
 
     async def apply(message: Apply) -> None:
+        raise_nofile(fds_needed(message.state))  # the control process warns if short
         errors = await forwarder.apply(message.state, message.slots)
         send(Applied(message.generation, {str(k): v for k, v in errors.items()}))
 
