@@ -542,6 +542,7 @@ async def test_300_tcp_connections_at_an_fd_limit_of_256_are_served_or_closed_an
     await wait_until(counted)
     for writer in held:
         writer.close()
+    (await serve_one_eventually(key.port)).close()  # the descriptors were given back
     text = fwd.text()
     assert "Traceback" not in text
     assert text.count("RLIMIT_NOFILE is 256") == 1
