@@ -128,6 +128,7 @@ class SharedCounts:
         self._view = memoryview(self.array).cast("B").cast("q")
         self.slots: dict[ListenerKey, int] = {}
         self._free = list(range(capacity - 1, -1, -1))
+        self._absent: set[ListenerKey] = set()
         self._warned = False
 
     def total(self, slot: int) -> int:
@@ -138,14 +139,21 @@ class SharedCounts:
     def assign(self, keys: Iterable[ListenerKey]) -> dict[ListenerKey, int]:
         """Slots for ``keys`` (kept for known listeners, new ones for others).
 
-        Slots of listeners not in ``keys`` are freed once no worker counts on
-        them. Beyond :data:`CAPACITY` listeners, the rest get no slot (their
-        limits are then per worker) and one error is logged.
+        The slot of a listener not in ``keys`` is freed once no worker counts
+        on it, and not before the next call (by then the workers have applied
+        the state without it, so none of them counts on it any more). Beyond
+        :data:`CAPACITY` listeners, the rest get no slot (their limits are
+        then per worker) and one error is logged.
         """
         wanted = set(keys)
         for key, slot in list(self.slots.items()):
-            if key not in wanted and self.total(slot) == 0:
+            if key in wanted:
+                self._absent.discard(key)
+            elif key not in self._absent:
+                self._absent.add(key)
+            elif self.total(slot) == 0:
                 del self.slots[key]
+                self._absent.discard(key)
                 self._free.append(slot)
         for key in sorted(wanted - self.slots.keys(), key=str):
             if not self._free:
