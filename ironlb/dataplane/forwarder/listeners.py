@@ -91,7 +91,6 @@ class Forwarder:
         with ``IP_FREEBIND`` either way."""
         slots = slots or {}
         async with self._lock:
-            self.fds.measure()
             self.draining = [lst for lst in self.draining if not lst.drained]
             for key in list(self.listeners):
                 if key not in state.listeners:
@@ -107,6 +106,7 @@ class Forwarder:
                     self._set_options(listener, spec.options)
                 listener.set_backends(spec.backends)
             self.state = state
+            self.fds.measure()  # listening sockets included
             return dict(self.bind_errors)
 
     def _set_options(self, listener: Listener, opts: ListenerOptions) -> None:
