@@ -11,6 +11,9 @@ callback. That relies on two things asyncio does not promise:
 * the private ``_asyncio_future_blocking`` flag, which a Task clears before
   it waits on a yielded future; we clear it the same way.
 
+(``tcp._UpstreamSocket`` also relies on when uvloop reads ``fileno()`` of the
+socket it is given; the same version check covers it.)
+
 Both were read in uvloop's source and exercised by the tests for the versions
 in :data:`VERIFIED`; :func:`require_verified_uvloop` refuses any other
 version with a one-line message (the data plane calls it at start), so an
