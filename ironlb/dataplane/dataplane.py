@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING
 
 from ironlb.common.addresses import address_sort_key
 from ironlb.dataplane.fastpath.kernel_path import KernelPath, KernelPathError
+from ironlb.dataplane.forwarder.fd_limits import NofileGuard
 from ironlb.dataplane.forwarder.stats import Snapshot
+from ironlb.dataplane.forwarder.uvloop_steps import UnverifiedUvloop, require_verified_uvloop
 from ironlb.dataplane.forwarder.workers import WorkerPool
 from ironlb.dataplane.settings import AnnounceConfig, DataPlaneSettings
 from ironlb.dataplane.state import DesiredState
@@ -76,6 +78,7 @@ class DataPlane:
         self._started = False
         self._stopped = False
         self._proxy: DesiredState | None = None
+        self._nofile = NofileGuard()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -83,8 +86,13 @@ class DataPlane:
         """Start the workers and, when announcing, the binder and the announcer.
 
         Raises :class:`DataPlaneError` when VIPs cannot be owned (no
-        ``CAP_NET_RAW`` / ``CAP_NET_ADMIN``).
+        ``CAP_NET_RAW`` / ``CAP_NET_ADMIN``) or the installed uvloop is not
+        one the TCP forwarder was verified with (:mod:`.forwarder.uvloop_steps`).
         """
+        try:
+            require_verified_uvloop()
+        except UnverifiedUvloop as exc:
+            raise DataPlaneError(str(exc)) from exc
         self.workers.start()
         self._started = True
         await self._open_announcement(self._announce_config)
@@ -108,6 +116,7 @@ class DataPlane:
                 raise DataPlaneError(str(exc)) from exc
             proxy = state.only("proxy").with_vips(())
             if proxy != self._proxy:
+                self._nofile.ensure(proxy)
                 generation = self.workers.publish(proxy)
                 errors = await self.workers.wait_applied(generation, APPLY_TIMEOUT)
                 if errors is None:

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,10 +31,21 @@ def config_text(port: int, backends: list[int], extra: str = "") -> str:
     )
 
 
+def _set_nofile(limits: tuple[int, int]) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+
+
 class Forward:
     """A running ``ironlb forward`` with its log file."""
 
-    def __init__(self, tmp: Path, config: str, workers: int = 2, *extra: str) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        config: str,
+        workers: int = 2,
+        *extra: str,
+        nofile: tuple[int, int] | None = None,
+    ) -> None:
         self.config = tmp / "lb.yaml"
         self.config.write_text(config)
         self.log = tmp / "forward.log"
@@ -54,6 +67,7 @@ class Forward:
             stdout=subprocess.DEVNULL,
             stderr=self.log.open("w"),
             start_new_session=True,
+            preexec_fn=None if nofile is None else lambda: _set_nofile(nofile),
         )
 
     def text(self) -> str:
@@ -104,8 +118,10 @@ def run_forward(tmp_path: Path) -> Iterator[Start]:
     """Start ``ironlb forward``; stopped (workers included) when the test ends."""
     started: list[Forward] = []
 
-    def start(config: str, workers: int = 2, *extra: str) -> Forward:
-        fwd = Forward(tmp_path, config, workers, *extra)
+    def start(
+        config: str, workers: int = 2, *extra: str, nofile: tuple[int, int] | None = None
+    ) -> Forward:
+        fwd = Forward(tmp_path, config, workers, *extra, nofile=nofile)
         started.append(fwd)
         return fwd
 
@@ -228,7 +244,6 @@ async def test_health_checks_take_a_dead_backend_out(
 
 
 async def test_a_port_in_use_fails_the_start(run_forward: Start) -> None:
-    import socket
 
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
@@ -315,7 +330,6 @@ async def test_sigterm_to_the_whole_group_drains_open_connections(
 
 def test_metrics_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
     """Issue 8, item 12: not a 41-line traceback."""
-    import socket
 
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
@@ -347,3 +361,234 @@ def test_metrics_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
     errors = [line for line in out.stderr.splitlines() if "ERROR" in line or "Traceback" in line]
     assert len(errors) == 1, out.stderr
     assert f"cannot serve metrics on 127.0.0.1:{port}: Address already in use" in errors[0]
+
+
+# -- issue 8, item 10: max_connections / max_sessions are per listener, counted across
+# the worker processes (forwarder/shared_limits.py)
+
+
+async def served(port: int) -> asyncio.StreamWriter | None:
+    """Connect; the stream when the backend greets, None when closed at once."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        line = await asyncio.wait_for(reader.readline(), 10)
+    except ConnectionResetError:
+        line = b""
+    if line == b"b0\n":
+        return writer
+    assert line == b""
+    writer.close()
+    return None
+
+
+async def serve_many(port: int, count: int) -> list[asyncio.StreamWriter]:
+    """``count`` connections one after the other; the ones served (held open)."""
+    out = []
+    for _ in range(count):
+        writer = await served(port)
+        if writer is not None:
+            out.append(writer)
+    return out
+
+
+async def serve_one_eventually(port: int, timeout: float = 20) -> asyncio.StreamWriter:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        writer = await served(port)
+        if writer is not None:
+            return writer
+        await asyncio.sleep(0.1)
+    raise AssertionError("no connection served in time")
+
+
+async def test_limit_4_with_2_workers_serves_exactly_4_and_keeps_count_across_a_reload(
+    backends: Backends, run_forward: Start
+) -> None:
+    b0 = await backends.tcp("b0")
+    key = make_key()
+    fwd = run_forward(config_text(key.port, [b0.port], "    max_connections: 4\n"), 2)
+    await asyncio.to_thread(fwd.wait_log, "ready: all workers are serving")
+    assert len(fwd.workers()) == 2
+    held = await serve_many(key.port, 12)
+    assert len(held) == 4
+    assert backends.counts == {"b0": 4}
+    await asyncio.to_thread(fwd.wait_log, "connection limit 4 reached")
+    assert "connection limit 2 " not in fwd.text()
+
+    held.pop().close()  # one slot free again, whichever worker takes the next one
+    held.append(await serve_one_eventually(key.port))
+    assert await serve_many(key.port, 4) == []
+
+    # New options at reload: the 4 open connections stay counted.
+    fwd.config.write_text(config_text(key.port, [b0.port], "    max_connections: 6\n"))
+    fwd.proc.send_signal(signal.SIGHUP)
+    await asyncio.to_thread(fwd.wait_log, "(changed)")
+    held.append(await serve_one_eventually(key.port))
+    held += await serve_many(key.port, 8)
+    assert len(held) == 6
+    assert backends.counts == {"b0": 4 + 1 + 2}  # nothing over the limit reached b0
+    await asyncio.to_thread(fwd.wait_log, "connection limit 6 reached")
+    for writer in held:
+        writer.close()
+    assert "Traceback" not in fwd.text()
+
+
+async def test_udp_max_sessions_3_with_2_workers_answers_exactly_3_clients(
+    backends: Backends, run_forward: Start
+) -> None:
+    backend = await backends.udp_server("u0")
+    port = free_port(socket.SOCK_DGRAM)
+    fwd = run_forward(
+        f"listeners:\n  - address: 127.0.0.1\n    port: {port}\n    protocol: udp\n"
+        f'    max_sessions: 3\n    backends: ["127.0.0.1:{backend.port}"]\n',
+        2,
+    )
+    await asyncio.to_thread(fwd.wait_log, "ready: all workers are serving")
+    clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(12)]
+    try:
+        for sock in clients:
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+            sock.sendto(b"hi", ("127.0.0.1", port))
+        await asyncio.to_thread(fwd.wait_log, "UDP session limit 3 reached")
+        answered: set[int] = set()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if len(answered) == 3 and deadline - time.monotonic() > 1.5:
+                deadline = time.monotonic() + 1.5  # any 4th answer would be in flight now
+            for i, sock in enumerate(clients):
+                try:
+                    assert sock.recv(100) == b"u0:hi"
+                    answered.add(i)
+                except BlockingIOError:
+                    pass
+            await asyncio.sleep(0.05)
+        assert len(answered) == 3
+        assert len(backends.udp_peers["u0"]) == 3
+        assert "UDP session limit 1 " not in fwd.text()
+    finally:
+        for sock in clients:
+            sock.close()
+
+
+# -- issue 8, item 9: file descriptors (forwarder/fd_limits.py)
+
+
+@pytest.fixture
+def many_fds() -> Iterator[None]:
+    """This test process holds ~1500 sockets (clients and backends): allow them."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 8192 if hard == resource.RLIM_INFINITY else min(hard, 8192)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def worker_nofile(fwd: Forward) -> int:
+    (pid,) = fwd.workers()
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError("no Max open files line")
+
+
+async def test_the_soft_fd_limit_is_raised_to_what_max_connections_needs(
+    backends: Backends, run_forward: Start, many_fds: None
+) -> None:
+    b0 = await backends.tcp("b0")
+    key = make_key()
+    extra = "    max_connections: 300\n"
+    fwd = run_forward(config_text(key.port, [b0.port], extra), 1, nofile=(256, 4096))
+    await asyncio.to_thread(fwd.wait_log, "ready: all workers are serving")
+    assert worker_nofile(fwd) >= 2 * 300
+    held = await serve_many(key.port, 300)
+    assert len(held) == 300  # soft limit 256 would serve ~115
+    for writer in held:
+        writer.close()
+    assert "RLIMIT_NOFILE" not in fwd.text()  # enough: no warning
+    assert "Traceback" not in fwd.text()
+
+
+async def test_300_tcp_connections_at_an_fd_limit_of_256_are_served_or_closed_and_counted(
+    backends: Backends, run_forward: Start, many_fds: None
+) -> None:
+    b0 = await backends.tcp("b0")
+    key = make_key()
+    extra = "    max_connections: 1000\n"
+    fwd = run_forward(config_text(key.port, [b0.port], extra), 1, nofile=(256, 256))
+    await asyncio.to_thread(fwd.wait_log, "ready: all workers are serving")
+    assert "RLIMIT_NOFILE is 256 (hard limit) but the listeners' limits need" in fwd.text()
+    held: list[asyncio.StreamWriter] = []
+    for _ in range(300 // 15):  # waves of 15 concurrent connects
+        # served() fails on a client left hanging (no answer and no close in 10 s)
+        wave = await asyncio.gather(*(served(key.port) for _ in range(15)))
+        held += [w for w in wave if w is not None]
+    assert 0 < len(held) < 300
+    listener = str(key)
+
+    def counted() -> bool:
+        text = fwd.metrics()
+        return metric(text, "ironlb_forward_fd_exhausted_total", listener=listener) == 300 - len(
+            held
+        )
+
+    await wait_until(counted)
+    for writer in held:
+        writer.close()
+    (await serve_one_eventually(key.port)).close()  # the descriptors were given back
+    text = fwd.text()
+    assert "Traceback" not in text
+    assert text.count("RLIMIT_NOFILE is 256") == 1
+    assert 1 <= text.count("no file descriptor for an upstream") < 30  # rate-limited
+
+
+async def test_400_udp_clients_at_an_fd_limit_of_256_get_answers_or_counted_drops(
+    backends: Backends, run_forward: Start, many_fds: None
+) -> None:
+    backend = await backends.udp_server("u0")
+    port = free_port(socket.SOCK_DGRAM)
+    fwd = run_forward(
+        f"listeners:\n  - address: 127.0.0.1\n    port: {port}\n    protocol: udp\n"
+        f'    max_sessions: 1000\n    backends: ["127.0.0.1:{backend.port}"]\n',
+        1,
+        nofile=(256, 256),
+    )
+    await asyncio.to_thread(fwd.wait_log, "ready: all workers are serving")
+    clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(400)]
+    answered: set[int] = set()
+
+    def collect() -> None:
+        for i, sock in enumerate(clients):
+            try:
+                assert sock.recv(100) == b"u0:hi"
+                answered.add(i)
+            except BlockingIOError:
+                pass
+
+    try:
+        for sock in clients:
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+        for start in range(0, 400, 20):  # waves of 20, so no socket buffer overflows
+            for sock in clients[start : start + 20]:
+                sock.sendto(b"hi", ("127.0.0.1", port))
+            await asyncio.sleep(0.02)
+            collect()
+        listener = f"udp/127.0.0.1:{port}"
+
+        def counted() -> bool:
+            collect()
+            text = fwd.metrics()
+            drops = metric(text, "ironlb_forward_fd_exhausted_total", listener=listener)
+            return len(answered) + drops == 400
+
+        await wait_until(counted)
+        assert 0 < len(answered) < 400
+    finally:
+        for sock in clients:
+            sock.close()
+    text = fwd.text()
+    assert "Traceback" not in text
+    assert 1 <= text.count("no file descriptor for a UDP session") < 30  # rate-limited

@@ -18,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import math
 import socket
+from collections.abc import Mapping
 
+from ironlb.dataplane.forwarder.fd_limits import FdBudget
+from ironlb.dataplane.forwarder.shared_limits import LocalGate, WorkerCounts
 from ironlb.dataplane.forwarder.stats import StatsRegistry
 from ironlb.dataplane.forwarder.tcp import TcpListener
 from ironlb.dataplane.forwarder.udp import UdpListener
@@ -58,32 +60,36 @@ def bind_socket(key: ListenerKey) -> socket.socket:
 class Forwarder:
     """All listeners of one event loop, driven by :meth:`apply`.
 
-    ``share`` is this forwarder's part of the per-listener limits when several
-    worker processes share the listeners (``max_connections / share``).
+    ``counts`` is this worker's side of the limit counts shared with the
+    other workers (:mod:`.shared_limits`); without it (or for a listener
+    :meth:`apply` gets no slot for) a listener counts its limits alone.
     """
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop | None = None,
         stats: StatsRegistry | None = None,
-        share: int = 1,
+        counts: WorkerCounts | None = None,
     ) -> None:
         self.loop = loop or asyncio.get_running_loop()
         self.stats = stats or StatsRegistry()
-        self.share = max(share, 1)
+        self.counts = counts
+        self.fds = FdBudget()
         self.listeners: dict[ListenerKey, Listener] = {}
         self.draining: list[Listener] = []
         self.state = DesiredState()
         self.bind_errors: dict[ListenerKey, str] = {}
         self._lock = asyncio.Lock()
 
-    def _limit(self, total: int) -> int:
-        return max(1, math.ceil(total / self.share))
-
-    async def apply(self, state: DesiredState) -> dict[ListenerKey, str]:
+    async def apply(
+        self, state: DesiredState, slots: Mapping[ListenerKey, int] | None = None
+    ) -> dict[ListenerKey, str]:
         """Make the running listeners match ``state`` (backends and options);
-        returns bind errors by listener. Owned VIPs (``state.vips``) are not
-        this class's business: listeners bind with ``IP_FREEBIND`` either way."""
+        returns bind errors by listener. ``slots`` gives new listeners their
+        shared limit count (a listener keeps its slot while it lives). Owned
+        VIPs (``state.vips``) are not this class's business: listeners bind
+        with ``IP_FREEBIND`` either way."""
+        slots = slots or {}
         async with self._lock:
             self.draining = [lst for lst in self.draining if not lst.drained]
             for key in list(self.listeners):
@@ -93,22 +99,22 @@ class Forwarder:
             for key, spec in state.listeners.items():
                 listener = self.listeners.get(key)
                 if listener is None:
-                    listener = await self._add(key, spec.options)
+                    listener = await self._add(key, spec.options, slots.get(key))
                     if listener is None:
                         continue
                 elif spec.options != listener.options:
                     self._set_options(listener, spec.options)
                 listener.set_backends(spec.backends)
             self.state = state
+            self.fds.measure()  # listening sockets included
             return dict(self.bind_errors)
 
     def _set_options(self, listener: Listener, opts: ListenerOptions) -> None:
-        if isinstance(listener, TcpListener):
-            listener.set_options(opts, self._limit(opts.max_connections))
-        else:
-            listener.set_options(opts, self._limit(opts.udp_max_sessions))
+        listener.set_options(opts)
 
-    async def _add(self, key: ListenerKey, opts: ListenerOptions) -> Listener | None:
+    async def _add(
+        self, key: ListenerKey, opts: ListenerOptions, slot: int | None
+    ) -> Listener | None:
         stats = self.stats.listener(str(key))
         try:
             sock = bind_socket(key)
@@ -117,11 +123,12 @@ class Forwarder:
             self.bind_errors[key] = f"{exc.strerror or exc}{hint}"
             log.error("listener %s: cannot bind: %s%s", key, exc.strerror or exc, hint)
             return None
+        gate = self.counts.gate(slot) if self.counts is not None else LocalGate()
         listener: Listener
         if key.protocol == "tcp":
-            listener = TcpListener(self.loop, key, opts, stats, self._limit(opts.max_connections))
+            listener = TcpListener(self.loop, key, opts, stats, gate, self.fds)
         else:
-            listener = UdpListener(self.loop, key, opts, stats, self._limit(opts.udp_max_sessions))
+            listener = UdpListener(self.loop, key, opts, stats, gate, self.fds)
         try:
             await listener.start(sock)
         except OSError as exc:

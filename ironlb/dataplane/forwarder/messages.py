@@ -10,15 +10,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ironlb.dataplane.forwarder.stats import Snapshot
-from ironlb.dataplane.state import DesiredState
+from ironlb.dataplane.state import DesiredState, ListenerKey
 
 
 @dataclass(frozen=True)
 class Apply:
-    """Control -> worker: serve ``state`` (its proxy-mode listeners) as ``generation``."""
+    """Control -> worker: serve ``state`` (its proxy-mode listeners) as ``generation``.
+
+    ``slots`` maps listeners to their slot of the shared limit counts
+    (:mod:`.shared_limits`); a listener without one counts its limits per worker.
+    """
 
     generation: int
     state: DesiredState
+    slots: dict[ListenerKey, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,13 @@ _LISTENER_METRICS: dict[str, tuple[str, str, bool, dict[str, str]]] = {
         True,
         {},
     ),
+    "fd_exhausted": (
+        "ironlb_forward_fd_exhausted",
+        "Client connections closed (TCP) or datagrams dropped (UDP) for want of a file "
+        "descriptor (RLIMIT_NOFILE)",
+        True,
+        {},
+    ),
 }
 _BACKEND_METRICS: dict[str, tuple[str, str, bool, dict[str, str]]] = {
     "connections": (

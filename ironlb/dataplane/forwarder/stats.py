@@ -19,6 +19,7 @@ LISTENER_FIELDS = (
     "udp_sessions_active",
     "udp_dropped",
     "rejected_source",
+    "fd_exhausted",
 )
 BACKEND_FIELDS = (
     "connections",
@@ -62,6 +63,7 @@ class ListenerStats:
         self.udp_sessions_active = 0
         self.udp_dropped = 0
         self.rejected_source = 0
+        self.fd_exhausted = 0
         self.backends: dict[str, BackendStats] = {}
 
     def backend(self, name: str) -> BackendStats:

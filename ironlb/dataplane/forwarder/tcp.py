@@ -14,7 +14,8 @@ connection is known to be established. A connect that fails (refused,
 unreachable, timed out) ends that transport before it was established, and
 the attempt moves on to the next backend, replaying the copy. Per connection
 there is no task and no timer: the transport-creating coroutine is stepped
-directly, and connect/idle timeouts use per-listener sweeps.
+directly (:func:`~.uvloop_steps.step_coroutine`, guarded by a uvloop version
+check), and connect/idle timeouts use per-listener sweeps.
 """
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ from ipaddress import ip_address
 from typing import TYPE_CHECKING, Any
 
 from ironlb.dataplane.forwarder.balancer import RoundRobin
+from ironlb.dataplane.forwarder.fd_limits import EXHAUSTED, FdBudget
 from ironlb.dataplane.forwarder.logs import RateLimitedLog
 from ironlb.dataplane.forwarder.stats import BackendStats, ListenerStats
+from ironlb.dataplane.forwarder.uvloop_steps import step_coroutine
 
 if TYPE_CHECKING:
+    from ironlb.dataplane.forwarder.shared_limits import Gate
     from ironlb.dataplane.state import Backend, ListenerKey, ListenerOptions
 
 log = logging.getLogger("ironlb.forward.tcp")
@@ -106,9 +110,11 @@ class TcpListener:
         key: ListenerKey,
         options: ListenerOptions,
         stats: ListenerStats,
-        max_connections: int,
+        gate: Gate,
+        fds: FdBudget,
     ) -> None:
         self.loop = loop
+        self.fds = fds
         self.key = key
         self.name = str(key)
         self.stats = stats
@@ -118,19 +124,24 @@ class TcpListener:
         self.connecting: set[ClientConnection] = set()
         self.server: asyncio.AbstractServer | None = None
         self.options = options
-        self.max_connections = max_connections
+        self.gate = gate
+        self.max_connections = options.max_connections
         self.attempts = options.retries + 1
         self.source_filter = options.allows if options.source_ranges else None
         self._limit_log = RateLimitedLog(log)
         self._no_backend_log = RateLimitedLog(log)
+        self._fd_log = RateLimitedLog(log, interval=1.0)
         self._idle_timer: asyncio.TimerHandle | None = None
         self._connect_timer: asyncio.TimerHandle | None = None
 
     # -- configuration -----------------------------------------------------
 
-    def set_options(self, options: ListenerOptions, max_connections: int) -> None:
+    def set_options(self, options: ListenerOptions) -> None:
+        """New options; the open connections stay counted against the new limit."""
         self.options = options
-        self.max_connections = max_connections
+        if options.max_connections != self.max_connections:
+            self._limit_log = RateLimitedLog(log)  # a new limit gets its own line at once
+        self.max_connections = options.max_connections
         self.attempts = options.retries + 1
         self.source_filter = options.allows if options.source_ranges else None
         if self.server is not None or self.conns:
@@ -202,6 +213,15 @@ class TcpListener:
             "listener %s: connection limit %d reached, closing new connections",
             self.name,
             self.max_connections,
+        )
+
+    def fd_exhausted(self, why: str) -> None:
+        """No descriptor for an upstream socket: the client is closed, counted."""
+        self.stats.fd_exhausted += 1
+        self._fd_log.warning(
+            "listener %s: no file descriptor for an upstream (%s), closing new connections",
+            self.name,
+            why,
         )
 
     def no_backend(self, tried: int) -> None:
@@ -312,10 +332,16 @@ class ClientConnection(asyncio.Protocol):
                 self.transport.abort()  # type: ignore[union-attr]
                 listener.stats.rejected_source += 1
                 return
-        if len(listener.conns) >= listener.max_connections:
+        if not listener.gate.try_acquire(listener.max_connections):
             self.closed = True
             self.transport.abort()  # type: ignore[union-attr]
             listener.limit_reached()
+            return
+        if not listener.fds.take(2):
+            listener.gate.release()
+            self.closed = True
+            self.transport.abort()  # type: ignore[union-attr]
+            listener.fd_exhausted("RLIMIT_NOFILE nearly reached")
             return
         listener.conns.add(self)
         stats = listener.stats
@@ -336,7 +362,15 @@ class ClientConnection(asyncio.Protocol):
             if tried:
                 listener.stats.retries += 1
             tried.append(target)
-            sock = _UpstreamSocket(target.family, _NONBLOCKING_STREAM)
+            try:
+                sock = _UpstreamSocket(target.family, _NONBLOCKING_STREAM)
+            except OSError as exc:
+                if exc.errno not in EXHAUSTED:
+                    raise
+                listener.connecting.discard(self)
+                listener.fd_exhausted(exc.strerror or str(exc))
+                self.abort()
+                return
             err = sock.connect_ex(target.sockaddr)
             if err not in _CONNECTING:
                 _socket.socket.close(sock)
@@ -364,7 +398,7 @@ class ClientConnection(asyncio.Protocol):
         if coro is None:
             return
         try:
-            future = coro.send(None)
+            future = step_coroutine(coro)
         except StopIteration:
             self.coro = None
         except Exception as exc:  # the transport could not be made
@@ -378,7 +412,6 @@ class ClientConnection(asyncio.Protocol):
             if future is None:  # a bare yield: continue on the next iteration
                 self.listener.loop.call_soon(self._step, None)
                 return
-            future._asyncio_future_blocking = False
             future.add_done_callback(self._step)
 
     def attempt_failed(self, target: Target) -> None:
@@ -468,6 +501,8 @@ class ClientConnection(asyncio.Protocol):
         listener = self.listener
         if self in listener.conns:
             listener.conns.discard(self)
+            listener.gate.release()
+            listener.fds.give(2)
             listener.stats.active -= 1
         listener.connecting.discard(self)
         self.closed = True

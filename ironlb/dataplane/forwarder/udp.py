@@ -18,10 +18,12 @@ from ipaddress import ip_address
 from typing import TYPE_CHECKING, Any
 
 from ironlb.dataplane.forwarder.balancer import RoundRobin
+from ironlb.dataplane.forwarder.fd_limits import EXHAUSTED, FdBudget
 from ironlb.dataplane.forwarder.logs import RateLimitedLog
 from ironlb.dataplane.forwarder.tcp import Target
 
 if TYPE_CHECKING:
+    from ironlb.dataplane.forwarder.shared_limits import Gate
     from ironlb.dataplane.forwarder.stats import ListenerStats
     from ironlb.dataplane.state import Backend, ListenerKey, ListenerOptions
 
@@ -42,8 +44,10 @@ class UdpListener(asyncio.DatagramProtocol):
         key: ListenerKey,
         options: ListenerOptions,
         stats: ListenerStats,
-        max_sessions: int,
+        gate: Gate,
+        fds: FdBudget,
     ) -> None:
+        self.fds = fds
         self.loop = loop
         self.key = key
         self.name = str(key)
@@ -51,7 +55,8 @@ class UdpListener(asyncio.DatagramProtocol):
         self.stats = stats
         self.options = options
         self.source_filter = options.allows if options.source_ranges else None
-        self.max_sessions = max_sessions
+        self.gate = gate
+        self.max_sessions = options.udp_max_sessions
         self.balancer: RoundRobin[Target] = RoundRobin()
         self.targets: dict[tuple[str, int], Target] = {}
         self.sessions: dict[Any, UdpSession] = {}
@@ -59,15 +64,19 @@ class UdpListener(asyncio.DatagramProtocol):
         self.accepting = False
         self._full_log = RateLimitedLog(log)
         self._no_backend_log = RateLimitedLog(log)
+        self._fd_log = RateLimitedLog(log, interval=1.0)
         self._sweeper: asyncio.TimerHandle | None = None
 
     # -- configuration -----------------------------------------------------
 
-    def set_options(self, options: ListenerOptions, max_sessions: int) -> None:
+    def set_options(self, options: ListenerOptions) -> None:
+        """New options; the open sessions stay counted against the new limit."""
         old = self.options.udp_session_timeout
         self.options = options
         self.source_filter = options.allows if options.source_ranges else None
-        self.max_sessions = max_sessions
+        if options.udp_max_sessions != self.max_sessions:
+            self._full_log = RateLimitedLog(log)  # a new limit gets its own line at once
+        self.max_sessions = options.udp_max_sessions
         if old != options.udp_session_timeout and self._sweeper is not None:
             self._sweeper.cancel()
             self._schedule_sweep()
@@ -148,7 +157,7 @@ class UdpListener(asyncio.DatagramProtocol):
     def _new_session(self, addr: Any) -> UdpSession | None:
         if not self.accepting:
             return None
-        if len(self.sessions) >= self.max_sessions:
+        if not self.gate.try_acquire(self.max_sessions):
             self._full_log.warning(
                 "listener %s: UDP session limit %d reached, dropping datagrams of new clients",
                 self.name,
@@ -157,17 +166,30 @@ class UdpListener(asyncio.DatagramProtocol):
             return None
         target = self.balancer.pick()
         if target is None:
+            self.gate.release()
             self.stats.no_backend += 1
             self._no_backend_log.warning(
                 "listener %s: no ready backend, dropping datagram", self.name
             )
             return None
-        sock = socket.socket(self.family, socket.SOCK_DGRAM)
+        if not self.fds.take(1):
+            self._no_descriptor("RLIMIT_NOFILE nearly reached")
+            return None
         try:
-            sock.setblocking(False)
+            sock = socket.socket(self.family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
+        except OSError as exc:
+            self.fds.give(1)
+            if exc.errno not in EXHAUSTED:
+                self.gate.release()
+                raise
+            self._no_descriptor(exc.strerror or str(exc))
+            return None
+        try:
             sock.connect((target.host, target.port))
         except OSError as exc:
             sock.close()
+            self.fds.give(1)
+            self.gate.release()
             target.stats.failed += 1
             self._no_backend_log.warning("listener %s: %s: %s", self.name, target.backend, exc)
             return None
@@ -177,6 +199,16 @@ class UdpListener(asyncio.DatagramProtocol):
         self.stats.udp_sessions_active += 1
         target.stats.udp_sessions += 1
         return session
+
+    def _no_descriptor(self, why: str) -> None:
+        self.gate.release()
+        self.stats.fd_exhausted += 1
+        self._fd_log.warning(
+            "listener %s: no file descriptor for a UDP session (%s), dropping datagrams "
+            "of new clients",
+            self.name,
+            why,
+        )
 
     def reply(self, data: bytes, addr: Any) -> None:
         transport = self.transport
@@ -235,6 +267,8 @@ class UdpSession:
         listener = self.listener
         if listener.sessions.get(self.addr) is self:
             del listener.sessions[self.addr]
+            listener.gate.release()
+            listener.fds.give(1)
             listener.stats.udp_sessions_active -= 1
             listener.loop.remove_reader(self.sock.fileno())
             self.sock.close()

@@ -13,6 +13,9 @@ the :class:`~.messages.Applied` answers.
 * Workers send counter snapshots once a second; :meth:`WorkerPool.snapshot`
   is their sum (plus what exited workers had counted).
 * A listener that could not be bound is retried every few seconds.
+* ``max_connections`` / ``max_sessions`` are counted across the workers in
+  shared memory (:mod:`.shared_limits`); a dead worker's count is zeroed
+  before it is restarted.
 """
 
 from __future__ import annotations
@@ -27,11 +30,14 @@ import multiprocessing.connection
 import os
 import signal
 from dataclasses import dataclass, field
+from typing import Any
 
+from ironlb.dataplane.forwarder.fd_limits import fds_needed, raise_nofile
 from ironlb.dataplane.forwarder.logs import setup_logging
 from ironlb.dataplane.forwarder.messages import Applied, Apply, Stats
+from ironlb.dataplane.forwarder.shared_limits import SharedCounts, WorkerCounts, spawn_context
 from ironlb.dataplane.forwarder.stats import LISTENER_FIELDS, Snapshot, add_snapshots, retire
-from ironlb.dataplane.state import DesiredState
+from ironlb.dataplane.state import DesiredState, ListenerKey
 
 log = logging.getLogger("ironlb.forward")
 
@@ -60,26 +66,29 @@ def _die_with_parent(parent_pid: int) -> None:
 def worker_main(
     conn: multiprocessing.connection.Connection,
     index: int,
-    share: int,
+    workers: int,
+    counts: tuple[Any, Any],
     log_format: str,
     log_level: str,
     parent_pid: int,
 ) -> None:
-    """Entry point of a worker process."""
+    """Entry point of a worker process (``counts``: the shared array and its lock)."""
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     setup_logging(log_format, log_level, process=f"worker-{index}")
     import uvloop
 
-    uvloop.run(_worker(conn, share, parent_pid))
+    uvloop.run(_worker(conn, WorkerCounts(*counts, workers, index), parent_pid))
 
 
-async def _worker(conn: multiprocessing.connection.Connection, share: int, parent_pid: int) -> None:
+async def _worker(
+    conn: multiprocessing.connection.Connection, counts: WorkerCounts, parent_pid: int
+) -> None:
     from ironlb.dataplane.forwarder.listeners import Forwarder
 
     loop = asyncio.get_running_loop()
-    forwarder = Forwarder(loop, share=share)
+    forwarder = Forwarder(loop, counts=counts)
     stop = asyncio.Event()
 
     def on_term() -> None:
@@ -100,7 +109,8 @@ async def _worker(conn: multiprocessing.connection.Connection, share: int, paren
             stop.set()
 
     async def apply(message: Apply) -> None:
-        errors = await forwarder.apply(message.state)
+        raise_nofile(fds_needed(message.state))  # the control process warns if short
+        errors = await forwarder.apply(message.state, message.slots)
         send(Applied(message.generation, {str(k): v for k, v in errors.items()}))
 
     def on_message() -> None:
@@ -169,7 +179,9 @@ class WorkerPool:
         self.retired: Snapshot = {}
         self.generation = 0
         self.state = DesiredState()
-        self._ctx = multiprocessing.get_context("spawn")
+        self._ctx = spawn_context()
+        self.counts = SharedCounts(self._ctx, self.count)
+        self.slots: dict[ListenerKey, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._changed = asyncio.Event()
@@ -184,7 +196,8 @@ class WorkerPool:
         """Send ``state`` to every worker as the next generation; returns that generation."""
         self.state = state
         self.generation += 1
-        message = Apply(self.generation, state)
+        self.slots = self.counts.assign(state.listeners)
+        message = Apply(self.generation, state, self.slots)
         for worker in self.workers.values():
             self._send(worker, message)
         return self.generation
@@ -255,7 +268,15 @@ class WorkerPool:
         parent_conn, child_conn = self._ctx.Pipe()
         process = self._ctx.Process(
             target=worker_main,
-            args=(child_conn, index, self.count, self.log_format, self.log_level, os.getpid()),
+            args=(
+                child_conn,
+                index,
+                self.count,
+                (self.counts.array, self.counts.lock),
+                self.log_format,
+                self.log_level,
+                os.getpid(),
+            ),
             name=f"ironlb-forward-{index}",
         )
         process.start()
@@ -291,6 +312,7 @@ class WorkerPool:
         worker.conn.close()
         self.retired = add_snapshots(self.retired, retire(worker.snapshot))
         worker.snapshot = {}
+        self.counts.forget_worker(worker.index)  # its connections died with it
         self._changed.set()
         if self._stopping:
             return
@@ -309,7 +331,7 @@ class WorkerPool:
             return
         self._spawn(index)
         if self.generation > 0:
-            self._send(self.workers[index], Apply(self.generation, self.state))
+            self._send(self.workers[index], Apply(self.generation, self.state, self.slots))
 
     def _send(self, worker: _Worker, message: Apply) -> None:
         try:
