@@ -534,7 +534,7 @@ async def test_300_tcp_connections_at_an_fd_limit_of_256_are_served_or_closed_an
             held
         )
 
-    await wait_until(counted)
+    await eventually(counted, timeout=20, what="every client answered or counted")
     for writer in held:
         writer.close()
     (await serve_one_eventually(key.port)).close()  # the descriptors were given back
@@ -584,7 +584,7 @@ async def test_400_udp_clients_at_an_fd_limit_of_256_get_answers_or_counted_drop
             drops = metric(text, "ironlb_forward_fd_exhausted_total", listener=listener)
             return len(answered) + drops == 400
 
-        await wait_until(counted)
+        await eventually(counted, timeout=20, what="every client answered or counted")
         assert 0 < len(answered) < 400
     finally:
         for sock in clients:
