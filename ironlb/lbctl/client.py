@@ -127,9 +127,33 @@ class Cluster:
 
     # --- other objects -----------------------------------------------------------------------
 
-    def list_services(self) -> list[dict[str, Any]]:
-        items = self._call(self._core.list_service_for_all_namespaces).get("items") or []
-        return [dict(i) for i in items]
+    def list_services(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Services in ``namespace``, or in every namespace when None."""
+        if namespace is None:
+            data = self._call(self._core.list_service_for_all_namespaces)
+        else:
+            data = self._call(self._core.list_namespaced_service, namespace)
+        return [dict(i) for i in data.get("items") or []]
+
+    def list_endpoint_slices(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """EndpointSlices (discovery.k8s.io/v1) in ``namespace``, or everywhere."""
+        from kubernetes import client
+
+        discovery = client.DiscoveryV1Api(self._api)
+        if namespace is None:
+            data = self._call(discovery.list_endpoint_slice_for_all_namespaces)
+        else:
+            data = self._call(discovery.list_namespaced_endpoint_slice, namespace)
+        return [dict(i) for i in data.get("items") or []]
+
+    def list_service_events(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """core/v1 Events whose involved object is a Service."""
+        selector = "involvedObject.kind=Service"
+        if namespace is None:
+            data = self._call(self._core.list_event_for_all_namespaces, field_selector=selector)
+        else:
+            data = self._call(self._core.list_namespaced_event, namespace, field_selector=selector)
+        return [dict(i) for i in data.get("items") or []]
 
     def crd_registered(self) -> bool:
         return self._optional(self._ext.read_custom_resource_definition, CRD_NAME) is not None

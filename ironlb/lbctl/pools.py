@@ -9,13 +9,29 @@ refused with the field named (exit 2) before anything is written.
 from __future__ import annotations
 
 import argparse
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 from ironlb.lbctl import render
 from ironlb.lbctl.client import GROUP, VERSION, Cluster, LbctlError
 
-__all__ = ["configure", "holders_of", "pool_spec"]
+__all__ = ["configure", "holders_of", "namespace_name_problem", "pool_spec"]
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def namespace_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a Namespace (an RFC 1123 DNS label, at most 63
+    characters, as Kubernetes requires), or None when it can."""
+    if len(name) > 63:
+        return f"it has {len(name)} characters, at most 63 are allowed"
+    if not _DNS_LABEL.fullmatch(name):
+        return (
+            "it must be lower-case letters, digits and '-', starting and ending with a "
+            "letter or digit (RFC 1123 label)"
+        )
+    return None
 
 
 def configure(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,12 +60,12 @@ def configure(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     create.set_defaults(handler=create_cmd)
 
     lst = cmds.add_parser("list", help="list IPAddressPools")
-    lst.add_argument("-o", "--output", choices=["json", "yaml", "wide"])
+    lst.add_argument("-o", "--output", choices=["table", "wide", "json", "yaml"], default="table")
     lst.set_defaults(handler=list_cmd)
 
     show = cmds.add_parser("show", help="show one IPAddressPool and the Services using it")
     show.add_argument("name")
-    show.add_argument("-o", "--output", choices=["json", "yaml"])
+    show.add_argument("-o", "--output", choices=["table", "wide", "json", "yaml"], default="table")
     show.set_defaults(handler=show_cmd)
 
     delete = cmds.add_parser("delete", help="delete an IPAddressPool")
@@ -94,6 +110,10 @@ def create_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
     from ironlb.operator.webhook import pool_admission_problem
 
     spec = pool_spec(args)
+    for namespace in args.namespaces:
+        problem = namespace_name_problem(namespace)
+        if problem is not None:
+            raise LbctlError(f"--namespace {namespace!r} is not a namespace name: {problem}", 2)
     try:
         parse_pool(args.name, spec)
     except PoolError as exc:
@@ -136,10 +156,10 @@ def list_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
 def show_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
     pool = cluster.get_pool(args.name)
     holders = holders_of(args.name, cluster.list_services())
-    if args.output:
+    if args.output in ("json", "yaml"):
         print(render.structured({**pool, "services": holders}, args.output))
         return 0
-    print(render.pool_detail(pool, holders, datetime.now(UTC)))
+    print(render.pool_detail(pool, holders, datetime.now(UTC), wide=args.output == "wide"))
     return 0
 
 

@@ -19,7 +19,9 @@ __all__ = [
     "ALLOCATED_FROM_POOL",
     "ANNOUNCING_NODE",
     "age",
+    "endpoint_counts",
     "external_ips",
+    "latest_warning",
     "parse_time",
     "pool_detail",
     "pool_rows",
@@ -32,7 +34,21 @@ __all__ = [
 
 POOL_HEADERS = ["NAME", "ADDRESSES", "USED", "FREE", "AUTO-ASSIGN", "STATUS", "AGE"]
 POOL_WIDE_HEADERS = [*POOL_HEADERS, "AVOID-BUGGY-IPS", "PRIORITY", "NAMESPACES"]
-SERVICE_HEADERS = ["NAMESPACE", "NAME", "EXTERNAL-IP", "POOL", "ANNOUNCED-BY"]
+SERVICE_HEADERS = [
+    "NAMESPACE",
+    "NAME",
+    "EXTERNAL-IP",
+    "POOL",
+    "ANNOUNCED-BY",
+    "MODE",
+    "ENDPOINTS",
+    "REASON",
+]
+SERVICE_WIDE_HEADERS = [*SERVICE_HEADERS, "PORTS", "TRAFFIC-POLICY", "AGE"]
+#: The speaker's per-Service forwarding mode annotation (``proxy``/``kernel``).
+FORWARDING_MODE = "ironlb.io/forwarding-mode"
+#: The label the endpointslice controller puts on a Service's slices.
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -143,21 +159,114 @@ def external_ips(service: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def service_rows(services: Sequence[Mapping[str, Any]]) -> list[list[str]]:
-    """Rows of :data:`SERVICE_HEADERS`; ``<pending>`` without ingress, ``-`` for absent notes."""
+def endpoint_counts(
+    service: Mapping[str, Any], slices: Sequence[Mapping[str, Any]]
+) -> tuple[int, int]:
+    """``(ready, total)`` endpoints of ``service`` over its EndpointSlices.
+
+    Slices belong to a Service by the ``kubernetes.io/service-name`` label in its
+    namespace; an endpoint whose ``conditions.ready`` is unset counts as ready
+    (discovery.k8s.io/v1: "nil should be interpreted as true").
+    """
+    meta = service.get("metadata") or {}
+    ready = total = 0
+    for slc in slices:
+        smeta = slc.get("metadata") or {}
+        labels = smeta.get("labels") or {}
+        if smeta.get("namespace") != meta.get("namespace"):
+            continue
+        if labels.get(SERVICE_NAME_LABEL) != meta.get("name"):
+            continue
+        for endpoint in slc.get("endpoints") or []:
+            if not isinstance(endpoint, Mapping):
+                continue
+            total += 1
+            if (endpoint.get("conditions") or {}).get("ready") is not False:
+                ready += 1
+    return ready, total
+
+
+def _event_time(event: Mapping[str, Any]) -> str:
+    meta = event.get("metadata") or {}
+    return str(
+        event.get("lastTimestamp")
+        or event.get("eventTime")
+        or event.get("firstTimestamp")
+        or meta.get("creationTimestamp")
+        or ""
+    )
+
+
+def latest_warning(
+    service: Mapping[str, Any], events: Sequence[Mapping[str, Any]]
+) -> Mapping[str, Any] | None:
+    """The newest ``Warning`` Event about ``service`` (by last/event/first time), or None."""
+    meta = service.get("metadata") or {}
+    mine = [
+        e
+        for e in events
+        if e.get("type") == "Warning"
+        and (e.get("involvedObject") or {}).get("kind", "Service") == "Service"
+        and (e.get("involvedObject") or {}).get("name") == meta.get("name")
+        and (e.get("involvedObject") or {}).get("namespace", meta.get("namespace"))
+        == meta.get("namespace")
+    ]
+    return max(mine, key=_event_time, default=None)
+
+
+def _ports(spec: Mapping[str, Any]) -> str:
+    ports = [
+        f"{p.get('port')}/{p.get('protocol') or 'TCP'}"
+        for p in spec.get("ports") or []
+        if isinstance(p, Mapping)
+    ]
+    return ",".join(ports) or "-"
+
+
+def service_rows(
+    services: Sequence[Mapping[str, Any]],
+    slices: Sequence[Mapping[str, Any]] = (),
+    events: Sequence[Mapping[str, Any]] = (),
+    *,
+    now: datetime | None = None,
+    wide: bool = False,
+) -> list[list[str]]:
+    """Rows of :data:`SERVICE_HEADERS` (or the wide ones), sorted by namespace and name.
+
+    ``<pending>`` without ingress; REASON is the latest Warning Event's
+    ``reason: message`` for a pending Service (``-`` otherwise); MODE is the
+    ``ironlb.io/forwarding-mode`` annotation (``-``: the speaker's default).
+    """
     rows = []
     for svc in sorted(services, key=lambda s: (s["metadata"]["namespace"], _name(s))):
         meta = svc.get("metadata") or {}
+        spec = svc.get("spec") or {}
         notes = meta.get("annotations") or {}
-        rows.append(
-            [
-                str(meta.get("namespace") or ""),
-                _name(svc),
-                ",".join(external_ips(svc)) or "<pending>",
-                str(notes.get(ALLOCATED_FROM_POOL) or "-"),
-                str(notes.get(ANNOUNCING_NODE) or "-"),
+        ips = external_ips(svc)
+        ready, total = endpoint_counts(svc, slices)
+        reason = "-"
+        if not ips:
+            warning = latest_warning(svc, events)
+            if warning is not None:
+                text = f"{warning.get('reason')}: {warning.get('message') or ''}".strip()
+                reason = text if len(text) <= 80 else text[:77] + "..."
+        row = [
+            str(meta.get("namespace") or ""),
+            _name(svc),
+            ",".join(ips) or "<pending>",
+            str(notes.get(ALLOCATED_FROM_POOL) or "-"),
+            str(notes.get(ANNOUNCING_NODE) or "-"),
+            str(notes.get(FORWARDING_MODE) or "-"),
+            f"{ready}/{total}",
+            reason,
+        ]
+        if wide:
+            row += [
+                _ports(spec),
+                str(spec.get("externalTrafficPolicy") or "Cluster"),
+                age(meta.get("creationTimestamp"), now or datetime.now(UTC)),
             ]
-        )
+        rows.append(row)
     return rows
 
 
@@ -175,7 +284,11 @@ def _selectors(selectors: Sequence[Mapping[str, Any]]) -> str:
 
 
 def pool_detail(
-    pool: Mapping[str, Any], holders: Sequence[Mapping[str, Any]], now: datetime
+    pool: Mapping[str, Any],
+    holders: Sequence[Mapping[str, Any]],
+    now: datetime,
+    *,
+    wide: bool = False,
 ) -> str:
     """The ``lbctl pool show`` text: spec, status counts, conditions, Services holding addresses."""
     meta = pool.get("metadata") or {}
@@ -232,8 +345,12 @@ def pool_detail(
         lines += [f"  {line}" for line in sub.splitlines()]
     if holders:
         lines.append(f"Services ({len(holders)}):")
-        rows = [r[:3] for r in service_rows(holders)]
-        sub = table(["NAMESPACE", "NAME", "EXTERNAL-IP"], rows)
+        if wide:
+            sub = table(SERVICE_HEADERS, service_rows(holders, now=now))
+        else:
+            sub = table(
+                ["NAMESPACE", "NAME", "EXTERNAL-IP"], [r[:3] for r in service_rows(holders)]
+            )
         lines += [f"  {line}" for line in sub.splitlines()]
     else:
         lines.append("Services:         <none>")

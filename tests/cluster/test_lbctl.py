@@ -333,20 +333,74 @@ def test_show_and_services_list_holders(
     shown = json.loads(out)
     assert sorted(s["metadata"]["name"] for s in shown["services"]) == ["cart", "shop"]
 
+    # What the endpointslice controller and the ironlb controller would have written.
+    client.DiscoveryV1Api(api).create_namespaced_endpoint_slice(
+        "default",
+        {
+            "metadata": {"name": "shop-abc", "labels": {"kubernetes.io/service-name": "shop"}},
+            "addressType": "IPv4",
+            "endpoints": [
+                {"addresses": ["198.19.1.2"], "conditions": {"ready": True}},
+                {"addresses": ["198.19.1.3"], "conditions": {"ready": False}},
+                {"addresses": ["198.19.2.2"]},
+            ],
+            "ports": [{"port": 8080, "protocol": "TCP"}],
+        },
+    )
+    client.CoreV1Api(api).patch_namespaced_service(
+        "shop", "default", {"metadata": {"annotations": {"ironlb.io/forwarding-mode": "kernel"}}}
+    )
+    client.CoreV1Api(api).create_namespaced_event(
+        "default",
+        {
+            "metadata": {"name": "waiting.1"},
+            "involvedObject": {"kind": "Service", "name": "waiting", "namespace": "default"},
+            "type": "Warning",
+            "reason": "AllocationFailed",
+            "message": "NoAvailableIPs: no free address",
+            "lastTimestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+    )
+
     code, out, _ = run(capsys, *k, "services")
     assert code == 0
-    lines = [line.split() for line in out.splitlines()]
+    lines = [line.split(None, 7) for line in out.splitlines()]
     assert lines == [
-        ["NAMESPACE", "NAME", "EXTERNAL-IP", "POOL", "ANNOUNCED-BY"],
-        ["default", "cart", "198.18.10.2", "web", "-"],
-        ["default", "shop", "198.18.10.1", "web", "node-2"],
-        ["default", "waiting", "<pending>", "-", "-"],
+        ["NAMESPACE", "NAME", "EXTERNAL-IP", "POOL", "ANNOUNCED-BY", "MODE", "ENDPOINTS", "REASON"],
+        ["default", "cart", "198.18.10.2", "web", "-", "-", "0/0", "-"],
+        ["default", "shop", "198.18.10.1", "web", "node-2", "kernel", "2/3", "-"],
+        [
+            "default",
+            "waiting",
+            "<pending>",
+            "-",
+            "-",
+            "-",
+            "0/0",
+            "AllocationFailed: NoAvailableIPs: no free address",
+        ],
     ]
+    code, out, _ = run(capsys, *k, "services", "-o", "wide", "-n", "default")
+    assert code == 0
+    header = out.splitlines()[0].split()
+    assert header[-3:] == ["PORTS", "TRAFFIC-POLICY", "AGE"]
+    assert "80/TCP" in out.splitlines()[2]
+    code, out, _ = run(capsys, *k, "services", "-n", "elsewhere")
+    assert (code, out.strip()) == (0, "No LoadBalancer Services found in namespace elsewhere.")
+    code, out, _ = run(capsys, *k, "services", "-A", "-o", "json")
+    assert len(json.loads(out)["items"]) == 3
+    code, out, _ = run(capsys, *k, "pool", "show", "web", "-o", "wide")
+    assert code == 0 and "ENDPOINTS" in out and "kernel" in out
 
     write_lease(api, timedelta(seconds=0))
     code, out, err = run(capsys, *k, "status")
     assert code == 1
     assert "1 LoadBalancer Service(s) without an address: default/waiting" in err
+    code, out, err = run(capsys, *k, "status", "-o", "json")
+    verdict = json.loads(out)
+    assert code == 1 and verdict["healthy"] is False
+    assert any("default/waiting" in p for p in verdict["problems"])
+    assert any(c.startswith("Controller: leader") for c in verdict["checks"])
 
 
 def test_status_lease_namespace_flag(
@@ -534,3 +588,26 @@ def test_other_shells_get_a_script_they_parse(shell: str, tmp_path: Path) -> Non
     path.write_text(script)
     checked = subprocess.run([binary, "-n", str(path)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
+
+
+@pytest.mark.parametrize("bad", ["NOPE_", "Shop", "-shop", "a" * 64, ""])
+def test_pool_create_refuses_invalid_namespace_names(
+    kc: Path, api: client.ApiClient, capsys: pytest.CaptureFixture[str], bad: str
+) -> None:
+    code, out, err = run(
+        capsys,
+        "--kubeconfig",
+        str(kc),
+        "pool",
+        "create",
+        "p",
+        "--addresses",
+        "198.18.10.0/28",
+        "--namespace",
+        "ok",
+        f"--namespace={bad}",
+    )
+    assert (code, out) == (2, "")
+    assert err.startswith(f"lbctl: --namespace {bad!r} is not a namespace name: ")
+    assert err.count("\n") == 1
+    assert pools(api) == {}

@@ -181,10 +181,36 @@ def test_service_rows_pending_and_missing_annotations() -> None:
         ]
     )
     assert rows == [
-        ["apps", "z", "198.18.10.9", "-", "-"],
-        ["shop", "a", "<pending>", "-", "-"],
-        ["shop", "b", "198.18.10.2,fd00:198:18::2", "web", "node-1"],
+        ["apps", "z", "198.18.10.9", "-", "-", "-", "0/0", "-"],
+        ["shop", "a", "<pending>", "-", "-", "-", "0/0", "-"],
+        ["shop", "b", "198.18.10.2,fd00:198:18::2", "web", "node-1", "-", "0/0", "-"],
     ]
+
+
+def test_endpoint_counts_and_latest_warning() -> None:
+    svc = service("web", "shop", ("198.18.10.2",))
+    mine = {"metadata": {"namespace": "shop", "labels": {render.SERVICE_NAME_LABEL: "web"}}}
+    slices = [
+        {**mine, "endpoints": [{"conditions": {"ready": True}}, {"conditions": {"ready": False}}]},
+        {**mine, "endpoints": [{}]},  # ready unset counts as ready (discovery.k8s.io/v1)
+        {
+            "metadata": {"namespace": "other", "labels": mine["metadata"]["labels"]},
+            "endpoints": [{}],
+        },
+    ]
+    assert render.endpoint_counts(svc, slices) == (2, 3)
+
+    def event(kind: str, when: str, reason: str) -> dict[str, Any]:
+        obj = {"kind": "Service", "name": "web", "namespace": "shop"}
+        return {"type": kind, "lastTimestamp": when, "reason": reason, "involvedObject": obj}
+
+    events = [
+        event("Warning", "2026-01-01T00:00:01Z", "Old"),
+        event("Warning", "2026-01-01T00:00:09Z", "New"),
+        event("Normal", "2026-01-01T00:00:10Z", "IPAllocated"),
+    ]
+    latest = render.latest_warning(svc, events)
+    assert latest is not None and latest["reason"] == "New"
 
 
 def test_holders_need_annotation_and_ingress() -> None:
