@@ -5,7 +5,10 @@
 * the uvloop worker processes (:class:`~.forwarder.workers.WorkerPool`) for
   the ``proxy``-mode listeners,
 * ``table inet ironlb`` (:class:`~.fastpath.kernel_path.KernelPath`) for the
-  ``kernel``-mode listeners,
+  ``kernel``-mode listeners: a stale table from a dead ironlb is removed at
+  start, another live ironlb's table is never overwritten, and the table is
+  checked every :data:`KERNEL_CHECK_INTERVAL` s and rewritten when flushed or
+  changed,
 * VIP binding on ``lo`` and the ARP/NDP announcer
   (:class:`~.vip_announcement.VipAnnouncement`) for the owned VIPs.
 
@@ -23,6 +26,7 @@ listeners (clients get FIN/RST from the VIP), unbind, remove the table.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -44,6 +48,8 @@ log = logging.getLogger("ironlb.dataplane")
 
 #: Seconds to wait for every worker to acknowledge a new state.
 APPLY_TIMEOUT = 10.0
+#: Seconds between checks that the kernel table is still there and unchanged.
+KERNEL_CHECK_INTERVAL = 2.0
 #: Worker counters arrive once a second: a drain waits at least this long for fresh ones.
 _STATS_LAG = 1.2
 
@@ -79,6 +85,8 @@ class DataPlane:
         self._stopped = False
         self._proxy: DesiredState | None = None
         self._nofile = NofileGuard()
+        self._kernel_watch: asyncio.Task[None] | None = None
+        self._kernel_problem = ""
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -93,8 +101,13 @@ class DataPlane:
             require_verified_uvloop()
         except UnverifiedUvloop as exc:
             raise DataPlaneError(str(exc)) from exc
+        try:
+            self.kernel.clear_stale()
+        except KernelPathError as exc:
+            log.error("%s", exc)
         self.workers.start()
         self._started = True
+        self._kernel_watch = asyncio.get_running_loop().create_task(self._watch_kernel())
         await self._open_announcement(self._announce_config)
 
     async def apply(self, state: DesiredState) -> dict[str, str]:
@@ -159,6 +172,11 @@ class DataPlane:
         if self._stopped:
             return
         self._stopped = True
+        if self._kernel_watch is not None:
+            self._kernel_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._kernel_watch
+            self._kernel_watch = None
         async with self._lock:
             announcement, self._announcement = self._announcement, None
             if announcement is not None:
@@ -198,6 +216,22 @@ class DataPlane:
         }
 
     # -- internals -----------------------------------------------------------------
+
+    async def _watch_kernel(self) -> None:
+        """Every :data:`KERNEL_CHECK_INTERVAL` s, rewrite the table if it went missing
+        (``nft flush ruleset``) or was changed; problems are logged once each."""
+        while True:
+            await asyncio.sleep(KERNEL_CHECK_INTERVAL)
+            async with self._lock:
+                if self._stopped:
+                    return
+                try:
+                    self.kernel.repair()
+                    self._kernel_problem = ""
+                except KernelPathError as exc:
+                    if str(exc) != self._kernel_problem:
+                        self._kernel_problem = str(exc)
+                        log.error("%s", exc)
 
     async def _open_announcement(self, config: AnnounceConfig | None) -> None:
         if config is None:

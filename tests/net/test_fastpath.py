@@ -395,3 +395,108 @@ def test_forward_with_an_unappliable_table_exits_1(fplab: Lab, tmp_path: Path) -
     assert out.returncode == 1, out.stderr
     assert "cannot apply the nftables table" in out.stderr
     assert "ironlb" not in fplab.run(node, "nft", "list", "tables").stdout
+
+
+# --- one owner per table, drift repaired, stale tables removed ----------------------------------
+
+
+def _forward(lab: Lab, config: Path, *extra: str) -> subprocess.Popen[str]:
+    return lab.popen(
+        lab.nodes[0],
+        IRONLB,
+        "forward",
+        "--config",
+        str(config),
+        "--workers",
+        "1",
+        *extra,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate(timeout=5)
+    return err
+
+
+def _table(lab: Lab) -> str:
+    return str(lab.run(lab.nodes[0], "nft", "list", "tables").stdout)
+
+
+def test_a_second_instance_never_takes_the_table(fplab: Lab, tmp_path: Path) -> None:
+    config = tmp_path / "lb.yaml"
+    config.write_text(_config(fplab))
+    names = {b.name for b in fplab.backends}
+    first = _forward(fplab, config)
+    try:
+        wait_for(lambda: "table inet ironlb" in _table(fplab), what="the first instance's table")
+        other = tmp_path / "other.yaml"
+        ports = _config(fplab).replace(f"port: {PORT + 1}", "port: 7071")
+        other.write_text(ports.replace(f"port: {PORT}", "port: 7070"))
+        second = _forward(fplab, other)
+        err = _stop(second) if second.wait(30) is not None else ""
+        assert second.returncode == 1, err
+        assert f"table inet ironlb belongs to another ironlb, pid {first.pid}" in err, err
+        # The first keeps serving, and its table is still its own.
+        assert set(_ask(fplab, "tcp", fplab.vip(0, 4), 3)) == names
+        listing = fplab.run(fplab.nodes[0], "nft", "list", "table", "inet", "ironlb").stdout
+        assert f'comment "ironlb pid={first.pid} ' in listing
+    finally:
+        err = _stop(first)
+    assert "ironlb" not in _table(fplab), err
+
+
+def test_a_flushed_ruleset_is_written_again(fplab: Lab, tmp_path: Path) -> None:
+    config = tmp_path / "lb.yaml"
+    config.write_text(_config(fplab))
+    names = {b.name for b in fplab.backends}
+    proc = _forward(fplab, config)
+    try:
+        wait_for(lambda: "table inet ironlb" in _table(fplab), what="the table")
+        assert set(_ask(fplab, "tcp", fplab.vip(0, 4), 3)) == names
+        fplab.run(fplab.nodes[0], "nft", "flush", "ruleset")  # what nftables.service does
+        assert "ironlb" not in _table(fplab)
+        wait_for(lambda: "table inet ironlb" in _table(fplab), timeout=15, what="the repair")
+        assert set(_ask(fplab, "tcp", fplab.vip(0, 4), 3)) == names
+        # Someone edits our table: put back as well.
+        fplab.run(fplab.nodes[0], "nft", "flush", "chain", "inet", "ironlb", "services")
+
+        def whole() -> bool:
+            text = fplab.run(fplab.nodes[0], "nft", "list", "chain", "inet", "ironlb", "services")
+            return "vmap" in text.stdout
+
+        wait_for(whole, timeout=15, what="the edited chain rewritten")
+        assert set(_ask(fplab, "tcp", fplab.vip(0, 4), 3)) == names
+    finally:
+        err = _stop(proc)
+    assert "table inet ironlb is missing; writing it again" in err
+    assert "was changed by someone else" in err
+
+
+def test_a_stale_table_from_a_killed_instance_is_removed_at_start(
+    fplab: Lab, tmp_path: Path
+) -> None:
+    config = tmp_path / "lb.yaml"
+    config.write_text(_config(fplab))
+    crashed = _forward(fplab, config)
+    wait_for(lambda: "table inet ironlb" in _table(fplab), what="the table")
+    crashed.kill()
+    crashed.communicate(timeout=10)
+    assert "table inet ironlb" in _table(fplab)  # left behind, still DNATing
+    # The next start is proxy mode only: the stale table must go, not keep serving.
+    proxy = tmp_path / "proxy.yaml"
+    proxy.write_text(_config(fplab).replace("mode: nftables", "mode: proxy"))
+    proc = _forward(fplab, proxy)
+    try:
+        wait_for(lambda: "ironlb" not in _table(fplab), timeout=15, what="the stale table gone")
+    finally:
+        err = _stop(proc)
+    assert f"removed a stale table inet ironlb left by pid {crashed.pid}, which is gone" in err

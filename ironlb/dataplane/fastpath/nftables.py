@@ -94,12 +94,12 @@ def run_nft(text: str) -> str:
     return _library().run(text)
 
 
-def apply_state(state: DesiredState, table: str = TABLE_NAME) -> str:
+def apply_state(state: DesiredState, table: str = TABLE_NAME, owner_mark: str = "") -> str:
     """Replace the fast-path table with one rendered from ``state``; return the text.
 
     Atomic: on any error (:class:`NftError`) the previous table stays in place.
     """
-    text = render_table(state, table)
+    text = render_table(state, table, owner_mark)
     run_nft(text)
     return text
 
@@ -107,6 +107,16 @@ def apply_state(state: DesiredState, table: str = TABLE_NAME) -> str:
 def remove_table(table: str = TABLE_NAME) -> None:
     """Delete the fast-path table; nothing happens when there is none."""
     run_nft(render_removal(table))
+
+
+def list_table(table: str = TABLE_NAME) -> str | None:
+    """``nft list table inet <table>`` output, or None when there is no such table."""
+    if not table_exists(table):
+        return None
+    try:
+        return run_nft(f"list table {TABLE_FAMILY} {table}")
+    except NftError:
+        return None  # removed between the two calls
 
 
 def table_exists(table: str = TABLE_NAME) -> bool:

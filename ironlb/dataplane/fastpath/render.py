@@ -132,11 +132,14 @@ def _chain(name: str, body: Iterable[str]) -> list[str]:
     return [f"\tchain {name} {{", *(f"\t\t{line}" for line in body), "\t}"]
 
 
-def render_table(state: DesiredState, table: str = TABLE_NAME) -> str:
+def render_table(state: DesiredState, table: str = TABLE_NAME, owner_mark: str = "") -> str:
     """The nftables text that atomically replaces ``table inet <table>`` with ``state``.
 
+    ``owner_mark`` becomes the table's ``comment`` (see :mod:`.owner`).
     Raises :class:`RenderError` for a state no table can express.
     """
+    if '"' in owner_mark or "\n" in owner_mark:
+        raise RenderError(f"an owner mark cannot hold quotes or newlines: {owner_mark!r}")
     if not _NAME_RE.match(table):
         raise RenderError(f"table name must be a letter then up to 30 of [a-zA-Z0-9_], {table!r}")
     keys = sorted(state.listeners, key=_sort_key)
@@ -159,6 +162,7 @@ def render_table(state: DesiredState, table: str = TABLE_NAME) -> str:
         f"table {TABLE_FAMILY} {table} {{}}",
         f"delete table {TABLE_FAMILY} {table}",
         f"table {TABLE_FAMILY} {table} {{",
+        *([f'  comment "{owner_mark}"'] if owner_mark else []),
         *_set("vips4", "ipv4_addr", vips4),
         *_set("vips6", "ipv6_addr", vips6),
         *_chain(
