@@ -500,3 +500,26 @@ def test_a_stale_table_from_a_killed_instance_is_removed_at_start(
     finally:
         err = _stop(proc)
     assert f"removed a stale table inet ironlb left by pid {crashed.pid}, which is gone" in err
+
+
+def test_kernel_mode_with_a_loopback_backend_warns_that_remote_clients_cannot_reach_it(
+    fplab: Lab, tmp_path: Path
+) -> None:
+    config = tmp_path / "lb.yaml"
+    config.write_text(
+        "defaults: {mode: kernel}\n"
+        "listeners:\n"
+        f"  - {{address: {fplab.vip(0)}, port: {PORT}, backends: ['127.0.0.1:{BACKEND_PORT}']}}\n"
+        f"  - {{address: {fplab.vip(1)}, port: {PORT}, backends: ['{fplab.backends[0].ipv4}:"
+        f"{BACKEND_PORT}']}}\n"
+    )
+    with fplab.in_netns(fplab.nodes[0]):
+        write_sysctl("net.ipv4.conf.all.route_localnet", 0)
+    proc = _forward(fplab, config)
+    try:
+        wait_for(lambda: "table inet ironlb" in _table(fplab), what="the table")
+    finally:
+        err = _stop(proc)
+    warnings = [line for line in err.splitlines() if "loopback backend" in line]
+    assert len(warnings) == 1, err
+    assert f"{fplab.vip(0)}:{PORT}" in warnings[0] and "127.0.0.1" in warnings[0]

@@ -24,6 +24,7 @@ from ironlb.dataplane.fastpath.nftables import (
     apply_state,
     forwarding_off,
     list_table,
+    loopback_backends,
     remove_table,
 )
 from ironlb.dataplane.fastpath.owner import Owner, describe_process, owner_of_listing
@@ -124,6 +125,15 @@ class KernelPath:
                     "kernel mode: %s is 0: clients on other hosts cannot reach the backends "
                     "(set it to 1)",
                     key,
+                )
+        for listener in loopback_backends(wanted):
+            if listener not in self._warned:
+                self._warned.add(listener)
+                log.warning(
+                    "kernel mode: %s: a loopback backend is reached only by clients on this "
+                    "host (the kernel drops DNAT from outside to 127.0.0.0/8 and ::1 while "
+                    "route_localnet is 0); use the host's address or mode: proxy",
+                    listener,
                 )
         self.current = wanted
         self._listing = _normalised(written) if written is not None else None

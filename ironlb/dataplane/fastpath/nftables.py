@@ -128,6 +128,29 @@ def table_exists(table: str = TABLE_NAME) -> bool:
 _FORWARDING = {4: "net.ipv4.ip_forward", 6: "net.ipv6.conf.all.forwarding"}
 
 
+def loopback_backends(state: DesiredState) -> list[str]:
+    """Listeners (as text) with a loopback backend that remote clients cannot reach.
+
+    The kernel drops a packet DNATed from another host to 127.0.0.0/8 unless
+    ``net.ipv4.conf.*.route_localnet`` is 1 (and ::1 is never routed from
+    outside), so such a listener only works for clients on this host.
+    """
+    try:
+        with open("/proc/sys/net/ipv4/conf/all/route_localnet", encoding="ascii") as fh:
+            localnet = fh.read().strip() == "1"
+    except OSError:
+        localnet = False
+    found = []
+    for key, spec in sorted(state.listeners.items(), key=lambda kv: str(kv[0])):
+        if key.vip.is_loopback:
+            continue
+        for backend in spec.backends:
+            if backend.address.is_loopback and not (backend.address.version == 4 and localnet):
+                found.append(f"{key} -> {backend}")
+                break
+    return found
+
+
 def forwarding_off(state: DesiredState) -> list[str]:
     """The forwarding sysctls, of the families ``state`` uses, that are off here.
 
