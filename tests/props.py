@@ -15,8 +15,8 @@ from collections import Counter
 from hypothesis import HealthCheck, settings
 
 #: Examples per property test: the whole property suite stays well under a minute.
-#: ``IRONLB_PROPS_EXAMPLES`` raises it for a longer hunt (the suite's own runs keep 400).
-EXAMPLES = int(os.environ.get("IRONLB_PROPS_EXAMPLES", "400"))
+#: ``IRONLB_PROPS_EXAMPLES`` raises it for a longer hunt (the suite's own runs use 1000).
+EXAMPLES = int(os.environ.get("IRONLB_PROPS_EXAMPLES", "1000"))
 
 #: Parser name -> examples tried in this session.
 TRIED: Counter[str] = Counter()
