@@ -732,3 +732,24 @@ async def test_a_service_port_listed_twice_is_refused(http: aiohttp.ClientSessio
     body = await call(http, "POST", SVC, 422, json={"metadata": {"name": "a"}, "spec": spec})
     assert body["details"]["causes"][0]["field"] == "spec.ports[1]"
     assert "Duplicate value" in body["message"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "media"),
+    [
+        (b"metadata: {name: y}\ndata: {x: !!timestamp nope}\n", "application/yaml"),
+        (b"metadata: {name: y}\ndata: {x: 2001-12-14}\n", "application/yaml"),
+        (b"metadata: {name: y}\ndata: {x: !!binary aGk=}\n", "application/yaml"),
+        (b"metadata: {name: y}\ndata: {x: !!set {a}}\n", "application/yaml"),
+        (b"metadata: &m {name: y, x: *m}\n", "application/yaml"),
+        (b'{"metadata": {"name": "y"}, "data": {"x": NaN}}', "application/json"),
+    ],
+)
+async def test_bodies_json_cannot_hold_are_400_and_not_stored(
+    http: aiohttp.ClientSession, raw: bytes, media: str
+) -> None:
+    """Before, these were stored, answered 500, and broke every later list of ConfigMaps."""
+    body = await call(http, "POST", CM, 400, data=raw, headers={"Content-Type": media})
+    assert body["message"].startswith("the request body is not valid JSON/YAML: ")
+    assert "\n" not in body["message"]
+    assert (await call(http, "GET", CM, 200))["items"] == []

@@ -119,6 +119,11 @@ BODY = st.fixed_dictionaries(
 RAW = st.one_of(
     st.binary(max_size=40),
     st.sampled_from([b"{", b"[]", b"null", b"1e999", b'{"a": NaN}', b"\xff\xfe", b"- a\n- b"]),
+    # YAML (sent as application/yaml) that PyYAML turns into what JSON cannot hold
+    st.sampled_from(
+        [b"x: !!timestamp nope", b"x: 2001-12-14", b"x: !!binary aGk=", b"x: !!set {a}", b".inf"]
+    ).map(lambda tail: b"metadata: {name: new-y}\ndata: {" + tail + b"}\n"),
+    st.sampled_from([b"metadata: &m {name: new-y, x: *m}\n", b"&a [*a]", b"{? [a]: b}"]),
 )
 #: Mostly well-formed Services whose spec varies (where the server's defaulting is).
 SERVICE_BODY = st.fixed_dictionaries(
@@ -335,8 +340,9 @@ def test_created_bodies_are_stored_or_refused_with_a_status_and_no_change(
 ) -> None:
     tried("lab API request bodies")
     body = data.draw(BODIES[collection], label="body")
+    media = data.draw(st.sampled_from(["application/json", "application/yaml"]), label="type")
     before = api.items(collection)
-    status, reply = api.send("POST", collection, body, "application/json")
+    status, reply = api.send("POST", collection, body, media)
     _assert_refusal(status, reply)
     if status >= 400:
         assert api.items(collection) == before
