@@ -16,7 +16,7 @@ import http.client
 import json
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 from hypothesis import event, given
@@ -429,3 +429,32 @@ def test_service_specs_are_defaulted_or_refused_without_holding_addresses(
         _assert_still_free(api, *_requested_ips_and_ports(body))
     else:
         _cleanup_created(api, SERVICES, before)
+
+
+SELECTOR_TEXT = st.one_of(
+    st.text(alphabet="abc=!,()/ .-_in notexists", max_size=30),
+    st.sampled_from(["a in (x,y)", "a notin ()", "!a", "a==b,c!=d", "a in x", "metadata.name=web"]),
+    st.text(max_size=15),
+)
+
+
+@PROPS
+@given(
+    collection=st.sampled_from(COLLECTIONS),
+    label=st.one_of(st.none(), SELECTOR_TEXT),
+    field=st.one_of(st.none(), SELECTOR_TEXT),
+    method=st.sampled_from(["GET", "DELETE"]),
+)
+def test_list_selectors_filter_or_are_refused_with_a_status(
+    api: Api, collection: str, label: str | None, field: str | None, method: str
+) -> None:
+    """``labelSelector``/``fieldSelector`` text is parsed too (lists and deletecollection)."""
+    tried("lab API selectors")
+    query = {k: v for k, v in (("labelSelector", label), ("fieldSelector", field)) if v is not None}
+    before = api.items(collection)
+    if method == "DELETE":
+        # deletecollection with a selector that can match nothing but a name not present
+        query["fieldSelector"] = (field + "," if field else "") + "metadata.name=absent"
+    status, reply = api.request(method, f"{collection}?{urlencode(query)}")
+    _assert_refusal(status, reply)
+    assert api.items(collection) == before
