@@ -9,12 +9,14 @@ run's output (issue 8, item 13).
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 from hypothesis import HealthCheck, settings
 
 #: Examples per property test: the whole property suite stays well under a minute.
-EXAMPLES = 400
+#: ``IRONLB_PROPS_EXAMPLES`` raises it for a longer hunt (the suite's own runs use 1000).
+EXAMPLES = int(os.environ.get("IRONLB_PROPS_EXAMPLES", "1000"))
 
 #: Parser name -> examples tried in this session.
 TRIED: Counter[str] = Counter()

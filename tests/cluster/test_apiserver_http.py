@@ -642,3 +642,114 @@ async def test_ipv6_loopback_listener() -> None:
             assert rsp.status == 200
     finally:
         await server.stop()
+
+
+# Found by tests/cluster/test_props_apiserver.py.
+
+
+async def test_a_refused_service_holds_no_cluster_ip_or_node_port(
+    http: aiohttp.ClientSession,
+) -> None:
+    """The ClusterIP and first NodePort of a Service refused for a later port stay free."""
+    refused = {
+        "metadata": {"name": "a"},
+        "spec": {
+            "type": "NodePort",
+            "clusterIP": "10.96.0.50",
+            "ports": [{"port": 80, "nodePort": 30001}, {"port": 81, "nodePort": 30001}],
+        },
+    }
+    body = await call(http, "POST", SVC, 422, json=refused)
+    assert "spec.ports[1].nodePort" in body["message"]
+    wanted = {
+        "metadata": {"name": "b"},
+        "spec": {
+            "type": "NodePort",
+            "clusterIP": "10.96.0.50",
+            "ports": [{"port": 80, "nodePort": 30001}],
+        },
+    }
+    created = await call(http, "POST", SVC, 201, json=wanted)
+    assert created["spec"]["clusterIP"] == "10.96.0.50"
+    assert created["spec"]["ports"][0]["nodePort"] == 30001
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"type": "NodePort", "ports": [{"port": 80, "nodePort": [1]}]}, "spec.ports[0].nodePort"),
+        ({"type": "ClusterIP", "clusterIP": 174063666}, "spec.clusterIP"),  # 10.96.0.50
+    ],
+)
+async def test_wrongly_typed_service_fields_are_422_not_500(
+    http: aiohttp.ClientSession, spec: dict[str, Any], field: str
+) -> None:
+    body = await call(http, "POST", SVC, 422, json={"metadata": {"name": "a"}, "spec": spec})
+    assert_status(body, 422, "Invalid")
+    assert body["details"]["causes"][0]["field"] == field
+    assert (await call(http, "GET", SVC, 200))["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("refs", "code"),
+    [
+        ([None], 400),
+        ({}, 400),
+        ("x", 400),
+        ([{"apiVersion": "v1", "kind": "Pod", "name": "p"}], 422),
+        ([{"apiVersion": "v1", "kind": "Pod", "name": "p", "uid": "u", "controller": "yes"}], 400),
+    ],
+)
+async def test_malformed_owner_references_are_refused_and_not_stored(
+    http: aiohttp.ClientSession, refs: Any, code: int
+) -> None:
+    obj = {"metadata": {"name": "cm", "ownerReferences": refs}}
+    body = await call(http, "POST", CM, code, json=obj)
+    assert body["kind"] == "Status"
+    assert "ownerReferences" in body["message"]
+    await call(http, "GET", f"{CM}/cm", 404)
+    await call(http, "POST", CM, 201, json={"metadata": {"name": "cm"}, "data": {"a": "1"}})
+    before = await call(http, "GET", f"{CM}/cm", 200)
+    body = await call(http, "PUT", f"{CM}/cm", code, json=obj)
+    body = await call(
+        http, "PATCH", f"{CM}/cm", code, json={"metadata": {"ownerReferences": refs}}, headers=MERGE
+    )
+    assert await call(http, "GET", f"{CM}/cm", 200) == before
+
+
+async def test_patches_get_the_checks_a_put_gets(http: aiohttp.ClientSession) -> None:
+    await call(http, "POST", CM, 201, json={"metadata": {"name": "cm"}})
+    before = await call(http, "GET", f"{CM}/cm", 200)
+    patch = {"metadata": {"labels": {"a": 1}}}
+    body = await call(http, "PATCH", f"{CM}/cm", 400, json=patch, headers=MERGE)
+    assert "metadata.labels" in body["message"]
+    assert await call(http, "GET", f"{CM}/cm", 200) == before
+
+
+async def test_a_service_port_listed_twice_is_refused(http: aiohttp.ClientSession) -> None:
+    """As on kube-apiserver: before, both got NodePorts and every later update was refused."""
+    spec = {"type": "LoadBalancer", "ports": [{"port": 443}, {"port": 443}]}
+    body = await call(http, "POST", SVC, 422, json={"metadata": {"name": "a"}, "spec": spec})
+    assert body["details"]["causes"][0]["field"] == "spec.ports[1]"
+    assert "Duplicate value" in body["message"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "media"),
+    [
+        (b"metadata: {name: y}\ndata: {x: !!timestamp nope}\n", "application/yaml"),
+        (b"metadata: {name: y}\ndata: {x: 2001-12-14}\n", "application/yaml"),
+        (b"metadata: {name: y}\ndata: {x: !!binary aGk=}\n", "application/yaml"),
+        (b"metadata: {name: y}\ndata: {x: !!set {a}}\n", "application/yaml"),
+        (b"metadata: &m {name: y, x: *m}\n", "application/yaml"),
+        (b'{"metadata": {"name": "y"}, "data": {"x": NaN}}', "application/json"),
+    ],
+)
+async def test_bodies_json_cannot_hold_are_400_and_not_stored(
+    http: aiohttp.ClientSession, raw: bytes, media: str
+) -> None:
+    """Before, these were stored, answered 500, and broke every later list of ConfigMaps."""
+    body = await call(http, "POST", CM, 400, data=raw, headers={"Content-Type": media})
+    assert body["message"].startswith("the request body is not valid JSON/YAML: ")
+    assert "\n" not in body["message"]
+    assert (await call(http, "GET", CM, 200))["items"] == []

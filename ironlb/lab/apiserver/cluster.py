@@ -292,6 +292,7 @@ class Cluster:
         new = apply_patch(old, content_type, patch)
         if not isinstance(new.get("metadata"), dict):
             raise errors.unprocessable("the patch removed metadata")
+        new = check_body(rtype, new)  # a patch must not store what a PUT may not
         if new["metadata"].get("name") != name:
             raise errors.bad_request("the patch cannot change metadata.name")
         return self._update(rtype, old, new, subresource)

@@ -130,7 +130,19 @@ class ServiceAllocator:
         self._ports -= ports
 
     def apply(self, service: dict[str, Any], old: dict[str, Any] | None = None) -> None:
-        """Default ``service`` in place (create: old None; update: old = stored)."""
+        """Default ``service`` in place (create: old None; update: old = stored).
+
+        All or nothing: when it raises :class:`DefaultingError`, no ClusterIP or
+        NodePort it reserved on the way stays held (the refused write changed nothing).
+        """
+        saved = (set(self._ips), set(self._ports), self._next_ip, self._next_port)
+        try:
+            self._apply(service, old)
+        except DefaultingError:
+            self._ips, self._ports, self._next_ip, self._next_port = saved
+            raise
+
+    def _apply(self, service: dict[str, Any], old: dict[str, Any] | None) -> None:
         spec = service.get("spec")
         if not isinstance(spec, dict):
             spec = service["spec"] = {}
@@ -144,6 +156,7 @@ class ServiceAllocator:
         ports = spec.get("ports") or []
         if not isinstance(ports, list):
             raise DefaultingError("spec.ports", "Invalid value: must be a list")
+        seen: set[tuple[int, str]] = set()
         for index, port in enumerate(ports):
             if not isinstance(port, dict):
                 raise DefaultingError(f"spec.ports[{index}]", "Invalid value: must be an object")
@@ -160,6 +173,13 @@ class ServiceAllocator:
                     f'Unsupported value: {port["protocol"]!r}: "SCTP", "TCP", "UDP"',
                 )
             port.setdefault("targetPort", number)
+            key = (number, port["protocol"])
+            if key in seen:
+                raise DefaultingError(
+                    f"spec.ports[{index}]",
+                    f'Duplicate value: {{"protocol":"{key[1]}","port":{key[0]}}}',
+                )
+            seen.add(key)
         held_before = self._held(old)
         if svc_type == "ExternalName":
             for name in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
@@ -177,6 +197,8 @@ class ServiceAllocator:
     def _default_cluster_ip(self, spec: dict[str, Any], old_spec: dict[str, Any]) -> None:
         old_ip = old_spec.get("clusterIP")
         wanted = spec.get("clusterIP") or ""
+        if not isinstance(wanted, str):
+            raise DefaultingError("spec.clusterIP", f"Invalid value: {wanted!r}: must be a string")
         if old_ip:
             if wanted and wanted != old_ip:
                 raise DefaultingError(
@@ -211,13 +233,24 @@ class ServiceAllocator:
             for p in old_spec.get("ports") or []
             if isinstance(p, dict) and isinstance(p.get("nodePort"), int)
         }
-        old_held = set(old_by_port.values())
+        old_held = {
+            p["nodePort"]
+            for p in old_spec.get("ports") or []
+            if isinstance(p, dict) and isinstance(p.get("nodePort"), int)
+        }
         for index, port in enumerate(ports):
             if not wants_ports and svc_type != "LoadBalancer":
                 port.pop("nodePort", None)
                 continue
             requested = port.get("nodePort")
             previous = old_by_port.get((port.get("port"), port.get("protocol")))
+            if requested is not None and (
+                isinstance(requested, bool) or not isinstance(requested, int)
+            ):
+                raise DefaultingError(
+                    f"spec.ports[{index}].nodePort",
+                    f"Invalid value: {requested!r}: must be an integer",
+                )
             if requested in (None, 0):
                 if previous is not None:
                     port["nodePort"] = previous

@@ -287,10 +287,15 @@ class ApiHandler:
         media = (content_type or request.content_type or "application/json").lower()
         try:
             if "yaml" in media and content_type is None:
-                return yaml.safe_load(raw)
-            return json.loads(raw)
-        except (ValueError, yaml.YAMLError) as exc:
-            raise errors.bad_request(f"the request body is not valid JSON/YAML: {exc}") from exc
+                value = yaml.safe_load(raw)
+            else:
+                value = json.loads(raw)
+            # Only plain JSON may be stored: no NaN/Infinity, and none of the dates, bytes,
+            # sets or cycles YAML can make (they would fail every later read of the object).
+            return json.loads(json.dumps(value, allow_nan=False))
+        except Exception as exc:  # PyYAML constructors raise anything (AttributeError, ...)
+            problem = " ".join(str(exc).split())
+            raise errors.bad_request(f"the request body is not valid JSON/YAML: {problem}") from exc
 
     @staticmethod
     def _list_body(rtype: ResourceType, items: list[dict[str, Any]], rv: str) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 The body must be a JSON object whose apiVersion/kind (if given) match the URL;
 labels and annotations must be maps of strings (400, as the Go decoder
 refuses them), label keys/values and object names must be syntactically
-valid (422 Invalid), finalizers a list of strings.
+valid (422 Invalid), finalizers a list of strings, ownerReferences a list of
+references naming apiVersion, kind, name and uid. Patched objects pass the
+same checks as submitted ones.
 """
 
 from __future__ import annotations
@@ -72,7 +74,39 @@ def check_body(rtype: ResourceType, body: Any) -> Obj:
         not isinstance(finalizers, list) or not all(isinstance(f, str) for f in finalizers)
     ):
         raise errors.bad_request("metadata.finalizers must be a list of strings")
+    _check_owner_references(rtype, metadata)
     return obj
+
+
+_OWNER_FIELDS = ("apiVersion", "kind", "name", "uid")
+
+
+def _check_owner_references(rtype: ResourceType, metadata: Obj) -> None:
+    """``ownerReferences``: a list of objects (400 otherwise, as the Go decoder says),
+    each with non-empty string ``apiVersion``, ``kind``, ``name`` and ``uid`` (422)."""
+    refs = metadata.get("ownerReferences")
+    if refs is None:
+        return
+    if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
+        raise errors.bad_request(
+            "json: cannot unmarshal metadata.ownerReferences: must be a list of objects"
+        )
+    for i, ref in enumerate(refs):
+        for key in _OWNER_FIELDS:
+            value = ref.get(key)
+            if not isinstance(value, str) or not value:
+                raise errors.invalid(
+                    rtype.kind,
+                    rtype.group,
+                    str(metadata.get("name", "")),
+                    f"metadata.ownerReferences[{i}].{key}",
+                    f"Invalid value: {value!r}: must be a non-empty string",
+                )
+        for key in ("controller", "blockOwnerDeletion"):
+            if key in ref and not isinstance(ref[key], bool):
+                raise errors.bad_request(
+                    f"json: cannot unmarshal metadata.ownerReferences[{i}].{key}: must be a bool"
+                )
 
 
 def _check_string_map(rtype: ResourceType, metadata: Obj, field: str) -> None:
