@@ -14,10 +14,13 @@ from typing import Any
 import yaml
 
 from ironlb.operator.service_request import ALLOCATED_FROM_POOL, ANNOUNCING_NODE
+from ironlb.speaker.plan import FORWARDING_MODE, SERVICE_NAME_LABEL
 
 __all__ = [
     "ALLOCATED_FROM_POOL",
     "ANNOUNCING_NODE",
+    "FORWARDING_MODE",
+    "SERVICE_NAME_LABEL",
     "age",
     "endpoint_counts",
     "external_ips",
@@ -45,10 +48,6 @@ SERVICE_HEADERS = [
     "REASON",
 ]
 SERVICE_WIDE_HEADERS = [*SERVICE_HEADERS, "PORTS", "TRAFFIC-POLICY", "AGE"]
-#: The speaker's per-Service forwarding mode annotation (``proxy``/``kernel``).
-FORWARDING_MODE = "ironlb.io/forwarding-mode"
-#: The label the endpointslice controller puts on a Service's slices.
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -225,11 +225,8 @@ class AllocationController:
                 self._requests[key] = request
                 restored += 1
                 continue
-            except ServiceRequestError as exc:
-                reason = "InvalidRequest"
-                log.info("could not restore %s %s: %s", key, _ip_list(ips), exc)
-            except AllocationError as exc:
-                reason = exc.reason
+            except (ServiceRequestError, AllocationError) as exc:
+                reason = exc.reason if isinstance(exc, AllocationError) else "InvalidRequest"
                 log.info("could not restore %s %s: %s", key, _ip_list(ips), exc)
             later.append(service)
             if reason in REQUEST_REASONS:

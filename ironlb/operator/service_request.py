@@ -260,12 +260,9 @@ def holding_request(
     ports, traffic policy and selector are taken from the object where they
     parse (entries that do not are left out), so sharing rules still hold.
     """
-    meta = service.get("metadata") or {}
-    spec = service.get("spec") or {}
-    annotations = meta.get("annotations") or {}
-    sharing = (
-        _annotation(annotations, ALLOW_SHARED_IP)[1] if isinstance(annotations, Mapping) else None
-    )
+    meta = _part(service, "metadata")
+    spec = _part(service, "spec")
+    _, sharing = _annotation(_part(meta, "annotations"), ALLOW_SHARED_IP)
     traffic = spec.get("externalTrafficPolicy")
     return ServiceRequest(
         key=service_key(service),

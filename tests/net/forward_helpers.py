@@ -11,6 +11,24 @@ from ironlb.lab.netlab import Lab, LabHost
 IRONLB = str(Path(sys.executable).with_name("ironlb"))
 
 
+def start_forward(lab: Lab, host: LabHost, config: Path, *extra: str) -> subprocess.Popen[str]:
+    """Start ``ironlb forward --config CONFIG --workers 1 [extra]`` on ``host``; its
+    stderr is a text pipe (read it with ``communicate``), stdout is discarded."""
+    return lab.popen(
+        host,
+        IRONLB,
+        "forward",
+        "--config",
+        str(config),
+        "--workers",
+        "1",
+        *extra,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def forward_without_capability(
     lab: Lab, host: LabHost, capability: str, config: Path
 ) -> subprocess.CompletedProcess[str]:

@@ -35,7 +35,7 @@ from ironlb.dataplane.state import PROTOCOLS, Backend, DesiredState, ListenerKey
 from ironlb.lab.netlab import Lab
 from ironlb.lab.netlab.nsutil import write_sysctl
 from tests.net.conftest import LabFactory
-from tests.net.forward_helpers import IRONLB, forward_without_capability
+from tests.net.forward_helpers import forward_without_capability, start_forward
 from tests.net.l2_helpers import wait_for
 
 pytestmark = pytest.mark.root
@@ -331,18 +331,7 @@ def test_forward_with_mode_nftables_applies_follows_health_and_removes(
     node = fplab.nodes[0]
     config = tmp_path / "lb.yaml"
     config.write_text(_config(fplab))
-    proc = fplab.popen(
-        node,
-        IRONLB,
-        "forward",
-        "--config",
-        str(config),
-        "--workers",
-        "1",
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_forward(fplab, node, config)
     names = [b.name for b in fplab.backends]
     try:
 
@@ -400,20 +389,8 @@ def test_forward_with_an_unappliable_table_exits_1(fplab: Lab, tmp_path: Path) -
 # --- one owner per table, drift repaired, stale tables removed ----------------------------------
 
 
-def _forward(lab: Lab, config: Path, *extra: str) -> subprocess.Popen[str]:
-    return lab.popen(
-        lab.nodes[0],
-        IRONLB,
-        "forward",
-        "--config",
-        str(config),
-        "--workers",
-        "1",
-        *extra,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def _forward(lab: Lab, config: Path) -> subprocess.Popen[str]:
+    return start_forward(lab, lab.nodes[0], config)
 
 
 def _stop(proc: subprocess.Popen[str]) -> str:

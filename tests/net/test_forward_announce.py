@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ironlb.lab.netlab import Lab, LabHost
-from tests.net.forward_helpers import IRONLB, forward_without_capability
+from tests.net.forward_helpers import forward_without_capability, start_forward
 from tests.net.l2_helpers import CLIENT, probe_arp, wait_for
 
 pytestmark = pytest.mark.root
@@ -76,18 +76,7 @@ def test_forward_owns_announces_and_releases_its_vips(
     vip_a, vip_b = lab.vip(0), lab.vip(1)
     config = tmp_path / "lb.yaml"
     config.write_text(_config([vip_a], backend_server))
-    proc = lab.popen(
-        node1,
-        IRONLB,
-        "forward",
-        "--config",
-        str(config),
-        "--workers",
-        "1",
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_forward(lab, node1, config)
     try:
         # Only node1 answers, with its own MAC; the VIP lives on node1's lo.
         wait_for(lambda: probe_arp(lab, lab.client, vip_a) == [node1.mac], what="ARP for VIP a")

@@ -53,7 +53,6 @@ class KernelPath:
         self.owner = owner or Owner.me()
         self._listing: list[str] | None = None  # what nft listed right after our write
         self._warned: set[str] = set()
-        self.repairs = 0
 
     # -- ownership -----------------------------------------------------------------
 
@@ -170,7 +169,6 @@ class KernelPath:
         log.warning("kernel mode: table inet ironlb %s; writing it again", what)
         current, self.current = self.current, None
         self._write(current)
-        self.repairs += 1
         return True
 
     def remove(self) -> bool:
