@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -76,8 +76,10 @@ class AllocationController:
         instance: str,
         pool_status_interval: float = 0.5,
         retry_delay: float = 0.2,
+        lease_valid: Callable[[], bool] = lambda: True,
     ) -> None:
         self._api = api
+        self._lease_valid = lease_valid  # writers stop the moment the Lease lapses
         self._class = load_balancer_class
         self._retry_delay = retry_delay
         self.allocator = Allocator()
@@ -98,7 +100,7 @@ class AllocationController:
         )
 
     def _allowed(self) -> bool:
-        return self.leading
+        return self.leading and self._lease_valid()
 
     @property
     def ready(self) -> bool:

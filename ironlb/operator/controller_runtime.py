@@ -91,6 +91,7 @@ async def run_controller(
             load_balancer_class=config.load_balancer_class,
             instance=config.identity,
             pool_status_interval=config.pool_status_interval,
+            lease_valid=lambda: elector.valid,
         )
         if controller_box is not None:
             controller_box.append(controller)
