@@ -11,6 +11,8 @@ import argparse
 import os
 import socket
 
+from ironlb.common.logs import add_logging_arguments
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -43,8 +45,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--webhook-host", default="0.0.0.0", help="webhook listen address")
     parser.add_argument("--webhook-cert", default=None, help="TLS certificate (PEM) for webhook")
     parser.add_argument("--webhook-key", default=None, help="TLS key (PEM); no cert: plain HTTP")
-    parser.add_argument("--log-format", choices=("plain", "json"), default="plain")
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    add_logging_arguments(parser, verbose_alias=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,12 +70,10 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.webhook_cert) != bool(args.webhook_key):
         print("ironlb controller: --webhook-cert and --webhook-key go together", file=sys.stderr)
         return 2
-    kopf.configure(
-        verbose=args.verbose,
-        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
-    )
-    logging.getLogger("ironlb").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    if not args.verbose:
+    from ironlb.common.logs import setup_logging
+
+    setup_logging(args.log_format, args.log_level, process="controller")
+    if args.log_level != "debug":
         # kopf logs every handled event at INFO: 10,000 Services, 30,000 lines.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 

@@ -28,7 +28,7 @@ import os
 import signal
 from dataclasses import dataclass, field
 
-from ironlb.dataplane.forwarder.logs import setup_logging
+from ironlb.common.logs import setup_logging
 from ironlb.dataplane.forwarder.messages import Applied, Apply, Stats
 from ironlb.dataplane.forwarder.stats import LISTENER_FIELDS, Snapshot, add_snapshots, retire
 from ironlb.dataplane.state import DesiredState
