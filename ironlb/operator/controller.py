@@ -77,9 +77,13 @@ class AllocationController:
         pool_status_interval: float = 0.5,
         retry_delay: float = 0.2,
         lease_valid: Callable[[], bool] = lambda: True,
+        on_allocated: Callable[[str], None] = lambda pool: None,
+        on_failed: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self._api = api
         self._lease_valid = lease_valid  # writers stop the moment the Lease lapses
+        self._on_allocated = on_allocated  # metrics hooks: pool, failure reason
+        self._on_failed = on_failed
         self._class = load_balancer_class
         self._retry_delay = retry_delay
         self.allocator = Allocator()
@@ -296,6 +300,7 @@ class AllocationController:
                 self.pool_status.mark(previous.pool)
             self.pool_status.mark(assignment.pool)
             if previous is None or previous.ips != assignment.ips:
+                self._on_allocated(assignment.pool)
                 self.events.emit(
                     body, "Normal", "IPAllocated", f"Assigned IP {_ip_list(assignment.ips)}"
                 )
@@ -325,6 +330,7 @@ class AllocationController:
             self._schedule_retry()
         if self._failed.get(key) != (reason, message):
             self._failed[key] = (reason, message)
+            self._on_failed(reason)
             self.events.emit(body, "Warning", "AllocationFailed", f"{reason}: {message}")
         if released is not None or allocated_pool(body) is not None:
             self._write(key, body, None)

@@ -70,6 +70,12 @@ class LeaseElector:
         self._last_renew = 0.0
         self._said_missing = False
         self._starting: asyncio.Task[None] | None = None
+        self._last_seen = -float("inf")
+
+    @property
+    def following(self) -> bool:
+        """A round ended well within the lease duration: we hold the Lease or saw its holder."""
+        return time.monotonic() - self._last_seen < self._duration
 
     @property
     def valid(self) -> bool:
@@ -138,6 +144,7 @@ class LeaseElector:
             lease, identity=self.identity, now=datetime.now(UTC), duration=self._duration
         )
         if decision.action is Action.STANDBY:
+            self._last_seen = time.monotonic()
             if self.leading:
                 log.warning("lease now held by %s: stepping down", decision.holder)
                 await self._stop()
@@ -162,10 +169,11 @@ class LeaseElector:
             if exc.status != 409:
                 raise
             log.info("lost the race for the lease (%s)", exc.reason)
+            self._last_seen = time.monotonic()
             if self.leading:
                 await self._stop()
             return
-        self._last_renew = sent
+        self._last_renew = self._last_seen = sent
         if not self.leading:
             log.info(
                 "acquired the lease %s/%s as %s (%s, previous holder %s)",
