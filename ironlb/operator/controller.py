@@ -63,6 +63,12 @@ def _created(obj: Body) -> tuple[str, str, str]:
     )
 
 
+async def _breathe(i: int) -> None:
+    """Every 256th step of the rebuild, let the loop run others (the Lease renewal)."""
+    if i % 256 == 255:
+        await asyncio.sleep(0)
+
+
 def _ip_list(ips: tuple[Any, ...]) -> str:
     return json.dumps([str(ip) for ip in ips])
 
@@ -179,7 +185,8 @@ class AllocationController:
         services.sort(key=_created)
         later: list[Body] = []
         restored = 0
-        for service in services:
+        for i, service in enumerate(services):
+            await _breathe(i)
             key = service_key(service)
             if not is_ours(service, self._class):
                 if allocated_pool(service) is not None:
@@ -197,10 +204,12 @@ class AllocationController:
             except (ServiceRequestError, AllocationError) as exc:
                 log.info("could not restore %s %s: %s", key, _ip_list(ips), exc)
                 later.append(service)
-        for pending in later:
+        for i, pending in enumerate(later):
+            await _breathe(i)
             self._sync(service_key(pending), pending)
         # Services restored as they were still may lack the pool annotation.
-        for service in services:
+        for i, service in enumerate(services):
+            await _breathe(i)
             key = service_key(service)
             assignment = self.allocator.assignment(key)
             if assignment is not None:
