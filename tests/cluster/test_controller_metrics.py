@@ -180,6 +180,15 @@ async def test_not_ready_while_the_lease_cannot_be_held(
 
         await eventually(said, timeout=30)
         assert await get(port, "/healthz") == (200, "ok\n")
+
+        async def lease_is_the_reason() -> bool:
+            # Until kopf is watching the reason is that; then it is the Lease, and stays so.
+            status, text = await get(port, "/readyz")
+            assert status == 503, text
+            return text == "not ready: cannot read or hold the Lease\n"
+
+        await eventually(lease_is_the_reason, timeout=30)
+        await asyncio.sleep(1.0)  # several election rounds later: still not ready
         assert await get(port, "/readyz") == (503, "not ready: cannot read or hold the Lease\n")
         async with api_client(apiserver) as api:
             await api.ensure_namespace("ironlb-system")
@@ -226,3 +235,32 @@ async def test_a_taken_metrics_address_is_one_line(kubeconfig: Path) -> None:
         f"ironlb controller: cannot serve metrics on 127.0.0.1:{port}: Address already in use"
     )
     assert "Traceback" not in err.decode()
+
+
+async def test_rebuilding_leader_is_alive_but_not_ready(apiserver: LocalApiServer) -> None:
+    """During a slow start-up rebuild: /healthz 200, /readyz 503 saying so, leader 1."""
+    port = free_port()
+    async with api_client(apiserver) as api:
+        await api.install()
+        apiserver.slow_paths["/api/v1/services"] = 6.0
+        async with running_controller(
+            apiserver, wait_active=False, metrics_address=f"127.0.0.1:{port}"
+        ) as controller:
+
+            async def rebuilding() -> bool:
+                try:
+                    status, text = await get(port, "/readyz")
+                except aiohttp.ClientConnectionError:
+                    return False
+                return (status, text) == (503, "not ready: leader, rebuilding the state\n")
+
+            await eventually(rebuilding, timeout=30)
+            assert await get(port, "/healthz") == (200, "ok\n")
+            assert value(await scrape(port), "ironlb_controller_leader") == 1.0
+            assert not controller.ready
+
+            async def ready() -> bool:
+                return (await get(port, "/readyz"))[0] == 200
+
+            await eventually(ready, timeout=60)
+            assert controller.ready
