@@ -10,6 +10,8 @@ import argparse
 import os
 import sys
 
+from ironlb.common.logs import add_logging_arguments
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", required=True, help="YAML file with listeners")
@@ -26,10 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="serve Prometheus metrics here, e.g. 127.0.0.1:9100 (default: off)",
     )
-    parser.add_argument("--log-format", choices=("text", "json"), default="text")
-    parser.add_argument(
-        "--log-level", choices=("debug", "info", "warning", "error"), default="info"
-    )
+    add_logging_arguments(parser)
     parser.add_argument(
         "--drain-seconds",
         type=float,
@@ -44,8 +43,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ironlb.common.logs import setup_logging
     from ironlb.dataplane.config import ConfigError, load_config
-    from ironlb.dataplane.forwarder.logs import setup_logging
 
     try:
         config = load_config(args.config)

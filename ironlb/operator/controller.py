@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -82,6 +82,12 @@ def _created(obj: Body) -> tuple[str, str, str]:
     )
 
 
+async def _breathe(i: int) -> None:
+    """Every 256th step of the rebuild, let the loop run others (the Lease renewal)."""
+    if i % 256 == 255:
+        await asyncio.sleep(0)
+
+
 def _ip_list(ips: tuple[Any, ...]) -> str:
     return json.dumps([str(ip) for ip in ips])
 
@@ -104,8 +110,14 @@ class AllocationController:
         instance: str,
         pool_status_interval: float = 0.5,
         retry_delay: float = 0.2,
+        lease_valid: Callable[[], bool] = lambda: True,
+        on_allocated: Callable[[str], None] = lambda pool: None,
+        on_failed: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self._api = api
+        self._lease_valid = lease_valid  # writers stop the moment the Lease lapses
+        self._on_allocated = on_allocated  # metrics hooks: pool, failure reason
+        self._on_failed = on_failed
         self._class = load_balancer_class
         self._retry_delay = retry_delay
         self.allocator = Allocator()
@@ -130,7 +142,7 @@ class AllocationController:
         )
 
     def _allowed(self) -> bool:
-        return self.leading
+        return self.leading and self._lease_valid()
 
     @property
     def ready(self) -> bool:
@@ -207,7 +219,8 @@ class AllocationController:
         services.sort(key=_created)
         later: list[Body] = []
         restored = 0
-        for service in services:
+        for i, service in enumerate(services):
+            await _breathe(i)
             key = service_key(service)
             if not is_ours(service, self._class):
                 if allocated_pool(service) is not None:
@@ -236,10 +249,12 @@ class AllocationController:
                     restored += 1
                 except AllocationError as exc:
                     log.info("%s cannot keep %s either: %s", key, _ip_list(ips), exc)
-        for pending in later:
+        for i, pending in enumerate(later):
+            await _breathe(i)
             self._sync(service_key(pending), pending)
         # Services restored as they were still may lack the pool annotation.
-        for service in services:
+        for i, service in enumerate(services):
+            await _breathe(i)
             key = service_key(service)
             assignment = self.allocator.assignment(key)
             if assignment is not None:
@@ -358,6 +373,7 @@ class AllocationController:
                 self.pool_status.mark(previous.pool)
             self.pool_status.mark(assignment.pool)
             if previous is None or previous.ips != assignment.ips:
+                self._on_allocated(assignment.pool)
                 self.events.emit(
                     body, "Normal", "IPAllocated", f"Assigned IP {_ip_list(assignment.ips)}"
                 )
@@ -403,6 +419,7 @@ class AllocationController:
             self._schedule_retry()
         if self._failed.get(key) != (reason, message):
             self._failed[key] = (reason, message)
+            self._on_failed(reason)
             self.events.emit(body, "Warning", "AllocationFailed", f"{reason}: {message}")
         if released is not None or allocated_pool(body) is not None:
             self._write(key, body, None)

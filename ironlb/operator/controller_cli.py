@@ -11,6 +11,8 @@ import argparse
 import os
 import socket
 
+from ironlb.common.logs import add_logging_arguments
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -43,8 +45,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--webhook-host", default="0.0.0.0", help="webhook listen address")
     parser.add_argument("--webhook-cert", default=None, help="TLS certificate (PEM) for webhook")
     parser.add_argument("--webhook-key", default=None, help="TLS key (PEM); no cert: plain HTTP")
-    parser.add_argument("--log-format", choices=("plain", "json"), default="plain")
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--metrics-address",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics and the /healthz, /readyz probes here (default: off)",
+    )
+    add_logging_arguments(parser, verbose_alias=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,7 +62,11 @@ def run(args: argparse.Namespace) -> int:
 
     import kopf
 
-    from ironlb.operator.controller_runtime import ControllerConfig, run_controller
+    from ironlb.operator.controller_runtime import (
+        ControllerConfig,
+        ControllerStartError,
+        run_controller,
+    )
 
     if args.lease_duration < 3:
         print("ironlb controller: --lease-duration must be at least 3 s", file=sys.stderr)
@@ -69,12 +80,18 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.webhook_cert) != bool(args.webhook_key):
         print("ironlb controller: --webhook-cert and --webhook-key go together", file=sys.stderr)
         return 2
-    kopf.configure(
-        verbose=args.verbose,
-        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
-    )
-    logging.getLogger("ironlb").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    if not args.verbose:
+    if args.metrics_address is not None:
+        from ironlb.operator.health_server import parse_address
+
+        try:
+            parse_address(args.metrics_address)
+        except ValueError as exc:
+            print(f"ironlb controller: --metrics-address {exc}", file=sys.stderr)
+            return 2
+    from ironlb.common.logs import setup_logging
+
+    setup_logging(args.log_format, args.log_level, process="controller")
+    if args.log_level != "debug":
         # kopf logs every handled event at INFO: 10,000 Services, 30,000 lines.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
@@ -95,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         webhook_host=args.webhook_host,
         webhook_cert=args.webhook_cert,
         webhook_key=args.webhook_key,
+        metrics_address=args.metrics_address,
     )
 
     async def main() -> None:
@@ -106,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(main())
-    except kopf.LoginError as exc:
+    except (kopf.LoginError, ControllerStartError) as exc:
         print(f"ironlb controller: {exc}", file=sys.stderr)
         return 1
     return 0

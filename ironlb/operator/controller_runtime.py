@@ -4,7 +4,9 @@
 run in-process: it opens the API client, starts kopf (watches and the
 admission webhook, on every replica) and the Lease election, whose winner
 activates the :class:`~ironlb.operator.controller.AllocationController`.
-Setting ``stop`` ends everything and releases the Lease if held.
+Setting ``stop`` ends everything and releases the Lease if held. With a
+``metrics_address`` it also serves ``/metrics``, ``/healthz`` and ``/readyz``
+there (:mod:`ironlb.operator.health_server`).
 """
 
 from __future__ import annotations
@@ -20,12 +22,20 @@ import kopf
 
 from ironlb.common.signals import reclaim_stop_signals
 from ironlb.operator.controller import AllocationController
+from ironlb.operator.controller_metrics import ControllerMetrics
+from ironlb.operator.health_server import HealthServer
 from ironlb.operator.k8s_adapter import KubeApi
 from ironlb.operator.kopf_handlers import build_registry
 from ironlb.operator.lease_elector import LeaseElector
 from ironlb.operator.service_request import DEFAULT_LOAD_BALANCER_CLASS
 
-__all__ = ["ControllerConfig", "default_identity", "default_namespace", "run_controller"]
+__all__ = [
+    "ControllerConfig",
+    "ControllerStartError",
+    "default_identity",
+    "default_namespace",
+    "run_controller",
+]
 
 log = logging.getLogger("ironlb.controller")
 
@@ -52,6 +62,11 @@ class ControllerConfig:
     webhook_cert: str | None = None  # PEM files; without them the webhook is plain HTTP
     webhook_key: str | None = None
     pool_status_interval: float = 0.5
+    metrics_address: str | None = None  # HOST:PORT for /metrics, /healthz, /readyz
+
+
+class ControllerStartError(Exception):
+    """The controller cannot start (e.g. the metrics address is taken); one line."""
 
 
 def _settings(config: ControllerConfig) -> kopf.OperatorSettings:
@@ -84,13 +99,18 @@ async def run_controller(
     """Run until ``stop`` is set. ``started`` is set once kopf is watching.
 
     ``controller_box`` (tests, benchmarks) receives the controller instance.
+    Raises :class:`ControllerStartError` when the metrics address cannot be bound.
     """
+    metrics = ControllerMetrics()
     async with KubeApi(connection) as api:
         controller = AllocationController(
             api,
             load_balancer_class=config.load_balancer_class,
             instance=config.identity,
             pool_status_interval=config.pool_status_interval,
+            lease_valid=lambda: elector.valid,
+            on_allocated=metrics.allocated,
+            on_failed=metrics.failed,
         )
         if controller_box is not None:
             controller_box.append(controller)
@@ -104,12 +124,38 @@ async def run_controller(
             on_started=controller.activate,
             on_stopped=controller.deactivate,
         )
+        metrics.watch_state(lambda: controller.allocator, lambda: elector.leading)
         kopf_stop = asyncio.Event()
         ready = started if started is not None else asyncio.Event()
+
+        def not_ready() -> str | None:
+            if not ready.is_set():
+                return "not logged in to the API and watching yet"
+            if elector.leading:
+                if not elector.valid:
+                    return "the Lease is not renewed"
+                return None if controller.ready else "leader, rebuilding the state"
+            return None if elector.following else "cannot read or hold the Lease"
+
+        health = None
+        if config.metrics_address is not None:
+            health = HealthServer(config.metrics_address, metrics.registry, not_ready)
+            try:
+                await health.start()
+            except OSError as exc:
+                raise ControllerStartError(
+                    f"cannot serve metrics on {config.metrics_address}: "
+                    + (os.strerror(exc.errno) if exc.errno else str(exc))
+                ) from None
+            log.info("metrics and health on http://%s/", config.metrics_address)
         operator = asyncio.create_task(
             kopf.operator(
                 registry=build_registry(
-                    controller, api, connection, webhook=config.webhook_port is not None
+                    controller,
+                    api,
+                    connection,
+                    webhook=config.webhook_port is not None,
+                    metrics=metrics,
                 ),
                 settings=_settings(config),
                 standalone=True,
@@ -143,3 +189,5 @@ async def run_controller(
                     operator.cancel()
             if controller.leading:
                 await controller.deactivate()
+            if health is not None:
+                await health.stop()

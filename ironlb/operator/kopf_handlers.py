@@ -17,11 +17,14 @@ either replica).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable
 from typing import Any
 
 import kopf
 
 from ironlb.operator.controller import AllocationController
+from ironlb.operator.controller_metrics import ControllerMetrics
 from ironlb.operator.k8s_adapter import KubeApi
 from ironlb.operator.pool_status import POOLS
 from ironlb.operator.webhook import pool_admission_problem
@@ -37,9 +40,21 @@ def build_registry(
     connection: kopf.ConnectionInfo,
     *,
     webhook: bool,
+    metrics: ControllerMetrics | None = None,
 ) -> kopf.OperatorRegistry:
-    """Handlers for ``controller``; the pool webhook only if ``webhook`` (a server is set)."""
+    """Handlers for ``controller``; the pool webhook only if ``webhook`` (a server is set).
+
+    With ``metrics``, each watch event's handling time is observed per resource.
+    """
     registry = kopf.OperatorRegistry()
+
+    async def timed(resource: str, handle: Awaitable[None]) -> None:
+        began = time.perf_counter()
+        try:
+            await handle
+        finally:
+            if metrics is not None:
+                metrics.handled(resource, time.perf_counter() - began)
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -47,15 +62,17 @@ def build_registry(
 
     @kopf.on.event("", "v1", "services", id="services", registry=registry)
     async def service_event(event: kopf.RawEvent, **_: Any) -> None:
-        await controller.on_service(event.get("type") or "ADDED", event["object"])
+        kind = event.get("type") or "ADDED"
+        await timed("services", controller.on_service(kind, event["object"]))
 
     @kopf.on.event("ironlb.io", "v1alpha1", "ipaddresspools", id="pools", registry=registry)
     async def pool_event(event: kopf.RawEvent, **_: Any) -> None:
-        await controller.on_pool(event.get("type") or "ADDED", event["object"])
+        await timed("pools", controller.on_pool(event.get("type") or "ADDED", event["object"]))
 
     @kopf.on.event("", "v1", "namespaces", id="namespaces", registry=registry)
     async def namespace_event(event: kopf.RawEvent, **_: Any) -> None:
-        await controller.on_namespace(event.get("type") or "ADDED", event["object"])
+        kind = event.get("type") or "ADDED"
+        await timed("namespaces", controller.on_namespace(kind, event["object"]))
 
     if not webhook:
         return registry

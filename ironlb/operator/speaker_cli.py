@@ -11,6 +11,8 @@ import argparse
 import os
 import sys
 
+from ironlb.common.logs import add_logging_arguments
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -49,10 +51,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--load-balancer-class", default="ironlb.io/ironlb", help="spec.loadBalancerClass served"
     )
     parser.add_argument("--metrics-address", default=None, metavar="HOST:PORT")
-    parser.add_argument("--log-format", choices=("text", "json"), default="text")
-    parser.add_argument(
-        "--log-level", choices=("debug", "info", "warning", "error"), default="info"
-    )
+    add_logging_arguments(parser)
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -85,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
     import uvloop
 
-    from ironlb.dataplane.forwarder.logs import setup_logging
+    from ironlb.common.logs import setup_logging
     from ironlb.operator.kube_login import LoginFailed, login
     from ironlb.speaker.runtime import SpeakerConfig, SpeakerError, run_speaker
 
@@ -96,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
         connection = login()
     except LoginFailed as exc:
         return _fail(str(exc))
+    logging.getLogger("ironlb.speaker").info(
+        "ironlb speaker starting: node %s, namespace %s", args.node_name, args.namespace
+    )
     config = SpeakerConfig(
         node=args.node_name,
         namespace=args.namespace,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -100,6 +102,50 @@ async def api_client(server: LocalApiServer) -> AsyncIterator[Api]:
     """An :class:`Api` for ``server`` (a fresh connection per request, 30 s guard)."""
     async with support_client(server.url) as client:
         yield Api(client.http)
+
+
+@contextlib.asynccontextmanager
+async def controllers(
+    kubeconfig: Path,
+    identities: list[str],
+    logs: Path,
+    *,
+    extra: dict[str, list[str]] | None = None,
+) -> AsyncIterator[dict[str, asyncio.subprocess.Process]]:
+    """``ironlb controller`` processes (4 s lease), logs in ``logs/<identity>.log``, killed after.
+
+    ``extra`` adds arguments per identity.
+    """
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    procs: dict[str, asyncio.subprocess.Process] = {}
+    try:
+        for identity in identities:
+            log = (logs / f"{identity}.log").open("wb")
+            procs[identity] = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "ironlb.cli",
+                "controller",
+                "--identity",
+                identity,
+                "--namespace",
+                "ironlb-system",
+                "--lease-duration",
+                "4",
+                "--renew-period",
+                "0.5",
+                *(extra or {}).get(identity, []),
+                env=env,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            log.close()
+        yield procs
+    finally:
+        for proc in procs.values():
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
 
 
 @contextlib.asynccontextmanager

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from tests.cluster.controller_support import (
     POOLS,
     Api,
     api_client,
+    controllers,
     ingress_ips,
     pool_body,
     service_body,
@@ -27,41 +26,6 @@ from tests.cluster.controller_support import (
 from tests.support import eventually
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
-
-
-@contextlib.asynccontextmanager
-async def controllers(
-    kubeconfig: Path, identities: list[str], logs: Path
-) -> AsyncIterator[dict[str, asyncio.subprocess.Process]]:
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-    procs: dict[str, asyncio.subprocess.Process] = {}
-    try:
-        for identity in identities:
-            log = (logs / f"{identity}.log").open("wb")
-            procs[identity] = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "ironlb.cli",
-                "controller",
-                "--identity",
-                identity,
-                "--namespace",
-                "ironlb-system",
-                "--lease-duration",
-                "4",
-                "--renew-period",
-                "0.5",
-                env=env,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-            log.close()
-        yield procs
-    finally:
-        for proc in procs.values():
-            if proc.returncode is None:
-                proc.kill()
-            await proc.wait()
 
 
 async def holder(api: Api) -> str | None:

@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from ironlb.dataplane.forwarder.logs import JsonFormatter, RateLimitedLog
+from ironlb.common.logs import JsonFormatter
+from ironlb.dataplane.forwarder.logs import RateLimitedLog
 
 
 def test_json_lines_carry_message_level_and_extra_fields() -> None:

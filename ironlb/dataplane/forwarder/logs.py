@@ -1,58 +1,14 @@
-"""Logging set-up for ``ironlb forward``: text or one-JSON-object-per-line.
+"""A rate-limited logger for ``ironlb forward``'s per-connection events.
 
-Also a rate-limited logger for events that can fire per connection (limits
-hit, no backend), so a flood produces one line per interval, not one per event.
+Events that can fire per connection (limits hit, no backend) produce one
+line per interval, not one per event. The log set-up itself (flags, text or
+JSON lines) is shared by every ironlb process: :mod:`ironlb.common.logs`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 import time
-from typing import Any
-
-_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-
-
-class JsonFormatter(logging.Formatter):
-    """``{"ts", "level", "logger", "process", "msg", ...extra}`` on one line."""
-
-    def __init__(self, process: str = "") -> None:
-        super().__init__()
-        self._process = process
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-        }
-        if self._process:
-            out["process"] = self._process
-        out["msg"] = record.getMessage()
-        for key, value in vars(record).items():
-            if key not in _RESERVED and not key.startswith("_"):
-                out[key] = value if isinstance(value, int | float | bool | None) else str(value)
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, separators=(",", ":"))
-
-
-def setup_logging(fmt: str = "text", level: str = "INFO", process: str = "") -> None:
-    """Configure the root logger (call once per process)."""
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter(process))
-    else:
-        tag = f" [{process}]" if process else ""
-        handler.setFormatter(
-            logging.Formatter(f"%(asctime)s %(levelname)s %(name)s{tag}: %(message)s")
-        )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
 
 
 class RateLimitedLog:

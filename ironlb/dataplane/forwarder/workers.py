@@ -32,8 +32,8 @@ import signal
 from dataclasses import dataclass, field
 from typing import Any
 
+from ironlb.common.logs import setup_logging
 from ironlb.dataplane.forwarder.fd_limits import fds_needed, raise_nofile
-from ironlb.dataplane.forwarder.logs import setup_logging
 from ironlb.dataplane.forwarder.messages import Applied, Apply, Stats
 from ironlb.dataplane.forwarder.shared_limits import SharedCounts, WorkerCounts, spawn_context
 from ironlb.dataplane.forwarder.stats import LISTENER_FIELDS, Snapshot, add_snapshots, retire

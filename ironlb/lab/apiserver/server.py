@@ -16,7 +16,13 @@ from ironlb.lab.apiserver.store import ObjectStore
 
 
 class LocalApiServer:
-    """A Kubernetes-compatible API endpoint over plain HTTP (no auth), all state in memory."""
+    """A Kubernetes-compatible API endpoint over plain HTTP (no auth), all state in memory.
+
+    ``slow_paths`` (path -> seconds, settable at any time) holds back every
+    non-watch request to exactly that path by that long before answering, to
+    play a slow or overloaded API server; ``slowed_requests`` counts the
+    answers so held back (both for tests).
+    """
 
     def __init__(
         self,
@@ -32,6 +38,19 @@ class LocalApiServer:
         self._bookmark_interval = bookmark_interval
         self._runner: web.AppRunner | None = None
         self._handler: ApiHandler | None = None
+        self.slow_paths: dict[str, float] = {}
+        self.slowed_requests = 0
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        assert self._handler is not None
+        delay = self.slow_paths.get(request.path)
+        if not delay or request.query.get("watch") in ("true", "1"):
+            return await self._handler.handle(request)
+        await asyncio.sleep(delay)
+        try:
+            return await self._handler.handle(request)
+        finally:
+            self.slowed_requests += 1
 
     async def start(self) -> None:
         """Bind and serve; port 0 picks a free port (read it back from ``url``)."""
@@ -39,7 +58,7 @@ class LocalApiServer:
             raise RuntimeError("the server is already started")
         app = web.Application(client_max_size=16 * 1024 * 1024)
         self._handler = ApiHandler(self.cluster, self._bookmark_interval)
-        app.router.add_route("*", "/{tail:.*}", self._handler.handle)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
