@@ -592,3 +592,60 @@ async def test_400_udp_clients_at_an_fd_limit_of_256_get_answers_or_counted_drop
     text = fwd.text()
     assert "Traceback" not in text
     assert 1 <= text.count("no file descriptor for a UDP session") < 30  # rate-limited
+
+
+# -- issue 8, item 11: no reconfiguration loses new flows
+
+
+async def test_udp_listener_removed_and_added_back_by_sighup_serves_every_new_client(
+    backends: Backends, run_forward: Start
+) -> None:
+    """Two workers, UDP sessions open; SIGHUP without the UDP listener, then
+    with it again (another backend): every new client is answered by the new
+    backend and the open sessions by the old one."""
+    u0, u1 = await backends.udp_server("u0"), await backends.udp_server("u1")
+    tcp_backend = await backends.tcp("b0")
+    tcp_port, udp_port = free_port(), free_port(socket.SOCK_DGRAM)
+    tcp_part = config_text(tcp_port, [tcp_backend.port])
+
+    def udp_part(backend: int) -> str:
+        return (
+            f"  - address: 127.0.0.1\n    port: {udp_port}\n    protocol: udp\n"
+            f"    session_timeout: 60\n    backends: ['127.0.0.1:{backend}']\n"
+        )
+
+    fwd = run_forward(tcp_part + udp_part(u0.port), 2)
+    await asyncio.to_thread(fwd.wait_log, "ready: all workers are serving")
+
+    def ask(socks: list[socket.socket], payload: bytes) -> list[bytes | None]:
+        for sock in socks:
+            sock.sendto(payload, ("127.0.0.1", udp_port))
+        answers: list[bytes | None] = []
+        for sock in socks:
+            try:
+                answers.append(sock.recv(100))
+            except TimeoutError:
+                answers.append(None)
+        return answers
+
+    def clients(n: int) -> list[socket.socket]:
+        socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+            sock.settimeout(1.0)
+        return socks
+
+    old, new = clients(6), clients(40)
+    try:
+        assert await asyncio.to_thread(ask, old, b"a") == [b"u0:a"] * 6
+        for n, text in enumerate((tcp_part, tcp_part + udp_part(u1.port)), start=1):
+            fwd.config.write_text(text)
+            fwd.proc.send_signal(signal.SIGHUP)
+            await asyncio.to_thread(fwd.wait_log, "(changed)", n)
+            await asyncio.sleep(1.0)  # both workers apply it
+        answers = await asyncio.to_thread(ask, new, b"n")
+        assert answers == [b"u1:n"] * 40, f"{answers.count(None)} of 40 new clients got nothing"
+        assert await asyncio.to_thread(ask, old, b"b") == [b"u0:b"] * 6
+    finally:
+        for sock in old + new:
+            sock.close()

@@ -7,7 +7,13 @@
 * a listener that is gone stops accepting; its open connections (UDP
   sessions) live on until they end, then it is dropped;
 * a listener that stays gets its new ready backends (round-robin position
-  kept) and options; open connections to removed backends drain.
+  kept) and options; open connections to removed backends drain;
+* a listener added back while its old self still drains takes that one
+  back instead of binding beside it: a UDP listener keeps its socket (a
+  second ``SO_REUSEPORT`` socket on the same port would get a share of the
+  new clients' datagrams, and a draining socket drops them), a TCP listener
+  listens again on a fresh socket; either way its open connections and its
+  limit count carry on.
 
 Applying an equal state again is a no-op: nothing is rebound or reset. A
 listener that failed to bind is retried on the next :meth:`apply`.
@@ -99,7 +105,9 @@ class Forwarder:
             for key, spec in state.listeners.items():
                 listener = self.listeners.get(key)
                 if listener is None:
-                    listener = await self._add(key, spec.options, slots.get(key))
+                    listener = await self._resume(key) or await self._add(
+                        key, spec.options, slots.get(key)
+                    )
                     if listener is None:
                         continue
                 elif spec.options != listener.options:
@@ -139,6 +147,24 @@ class Forwarder:
         self.listeners[key] = listener
         log.info("listener %s: accepting", key)
         return listener
+
+    async def _resume(self, key: ListenerKey) -> Listener | None:
+        """Take back the draining listener of ``key``, if one is still open."""
+        old = next((lst for lst in self.draining if lst.key == key and not lst.drained), None)
+        if old is None:
+            return None
+        try:
+            if isinstance(old, TcpListener):
+                await old.resume(bind_socket(key))
+            else:
+                old.resume()
+        except OSError as exc:
+            log.warning("listener %s: cannot take back its draining socket: %s", key, exc)
+            return None
+        self.draining.remove(old)
+        self.listeners[key] = old
+        log.info("listener %s: accepting again (its open connections carry on)", key)
+        return old
 
     def _remove(self, key: ListenerKey) -> None:
         listener = self.listeners.pop(key)

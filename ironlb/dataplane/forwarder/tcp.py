@@ -166,6 +166,18 @@ class TcpListener:
         self.server = await self.loop.create_server(self, sock=sock, backlog=4096)
         self._start_sweeps()
 
+    async def resume(self, sock: socket.socket) -> None:
+        """Listen again on ``sock`` (bound, not listening) after :meth:`stop_accepting`;
+        the open connections and the limit count carry on. Raises ``OSError``
+        when the socket cannot listen (``sock`` is closed then)."""
+        try:
+            self.server = await self.loop.create_server(self, sock=sock, backlog=4096)
+        except BaseException:
+            sock.close()
+            raise
+        self._stop_sweeps()
+        self._start_sweeps()
+
     def stop_accepting(self) -> None:
         """Close the listening socket; open connections continue."""
         if self.server is not None:

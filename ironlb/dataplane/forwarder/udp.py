@@ -104,6 +104,13 @@ class UdpListener(asyncio.DatagramProtocol):
         if not self.sessions:
             self.close()
 
+    def resume(self) -> None:
+        """Take new sessions again after :meth:`stop_accepting`, on the same
+        socket (the listener must not be :attr:`drained`)."""
+        self.accepting = True
+        if self._sweeper is None:
+            self._schedule_sweep()
+
     def close(self) -> None:
         self.accepting = False
         for session in list(self.sessions.values()):
