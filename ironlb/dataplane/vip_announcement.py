@@ -3,13 +3,19 @@
 This joins the two L2 halves in the order that keeps a client from ever
 being sent to a node that would refuse it: on takeover the VIP is bound on
 ``lo`` first and announced second; on release it stops being announced first
-and is unbound second. The standalone data plane (``ironlb forward`` with an
-``announce`` section) uses it for its listener addresses; the speaker will
-use it for the VIPs it wins.
+and is unbound :data:`RELEASE_DELAY` seconds later (make before break: the
+node that takes the VIP over learns of the change on its own watch and then
+sends its gratuitous ARP; until the LAN has heard it, clients still send to
+this host, which keeps serving them instead of dropping their SYNs; a VIP
+won back within the delay is never unbound at all). The standalone data
+plane (``ironlb forward`` with an ``announce`` section) uses it for its
+listener addresses, the speaker for the VIPs it wins.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
@@ -24,12 +30,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Seconds a VIP given up stays bound on ``lo`` after it stops being announced.
+RELEASE_DELAY = 5.0
+
 
 class VipAnnouncement:
-    """Binds and announces exactly the VIPs it is given; releases all on stop."""
+    """Announces exactly the VIPs it is given and binds them on ``lo``; a VIP
+    given up stays bound for ``release_delay`` seconds; :meth:`stop` releases all."""
 
-    def __init__(self, config: AnnounceConfig, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        config: AnnounceConfig,
+        registry: CollectorRegistry | None = None,
+        release_delay: float = RELEASE_DELAY,
+    ) -> None:
         self.config = config
+        self.release_delay = release_delay
+        # VIP given up -> loop time at which it comes off lo.
+        self._releasing: dict[IPAddress, float] = {}
+        self._release_task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
         self._binder: VipBinder | None = None
         self._announcer = Announcer(
             config.interfaces or None,
@@ -70,12 +90,47 @@ class VipAnnouncement:
         scope = dict(vips) if isinstance(vips, Mapping) else dict.fromkeys(vips)
         wanted = frozenset(scope)
         kept = wanted & self._vips
-        # Release: stop answering first, then take the address off lo.
-        self._announcer.set_owned({v: scope[v] for v in kept})
-        # Takeover: the address is on lo before anyone is told to send to us.
-        await self._binder.sync_async(wanted)
-        self._announcer.set_owned(scope)
-        self._vips = wanted
+        async with self._lock:
+            # Release: stop answering first; the address leaves lo later.
+            self._announcer.set_owned({v: scope[v] for v in kept})
+            deadline = asyncio.get_running_loop().time() + self.release_delay
+            for vip in self._vips - wanted:
+                self._releasing[vip] = deadline
+            for vip in wanted:
+                self._releasing.pop(vip, None)
+            # Takeover: the address is on lo before anyone is told to send to us.
+            await self._sync(wanted)
+            self._announcer.set_owned(scope)
+            self._vips = wanted
+        if self._releasing and self._release_task is None:
+            self._release_task = asyncio.ensure_future(self._release_later())
+
+    @property
+    def releasing(self) -> frozenset[IPAddress]:
+        """VIPs no longer announced but still bound on ``lo`` (for up to ``release_delay`` s)."""
+        return frozenset(self._releasing)
+
+    async def _sync(self, wanted: frozenset[IPAddress]) -> None:
+        """Bind ``wanted`` and the VIPs whose release delay has not run out."""
+        assert self._binder is not None
+        now = asyncio.get_running_loop().time()
+        for vip in [v for v, at in self._releasing.items() if at <= now]:
+            del self._releasing[vip]
+        await self._binder.sync_async(wanted | self._releasing.keys())
+
+    async def _release_later(self) -> None:
+        try:
+            while self._releasing:
+                now = asyncio.get_running_loop().time()
+                await asyncio.sleep(max(min(self._releasing.values()) - now, 0.0) + 0.01)
+                async with self._lock:
+                    if self._binder is None:
+                        return
+                    await self._sync(self._vips)
+        except OSError as exc:
+            log.error("cannot unbind VIPs given up: %s (retried on the next change)", exc)
+        finally:
+            self._release_task = None
 
     def missing_interfaces(self) -> dict[IPAddress, frozenset[str]]:
         """Per owned VIP, the scoped interfaces that are not served."""
@@ -91,6 +146,11 @@ class VipAnnouncement:
         """Stop announcing, then remove every VIP this host bound."""
         if self._binder is None:
             return
+        if self._release_task is not None:
+            self._release_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._release_task
+        self._releasing.clear()
         self._announcer.set_owned(())
         await self._announcer.stop()
         try:
