@@ -37,7 +37,7 @@ from ironlb.dataplane.forwarder.stats import Snapshot
 from ironlb.dataplane.forwarder.uvloop_steps import UnverifiedUvloop, require_verified_uvloop
 from ironlb.dataplane.forwarder.workers import WorkerPool
 from ironlb.dataplane.settings import AnnounceConfig, DataPlaneSettings
-from ironlb.dataplane.state import DesiredState
+from ironlb.dataplane.state import DesiredState, IPAddress
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -236,14 +236,28 @@ class DataPlane:
     async def _open_announcement(self, config: AnnounceConfig | None) -> None:
         if config is None:
             return
-        from ironlb.dataplane.vip_announcement import VipAnnouncement
+        from ironlb.dataplane.vip_announcement import RELEASE_DELAY, VipAnnouncement
 
-        announcement = VipAnnouncement(config, registry=self.registry)
+        announcement = VipAnnouncement(
+            config,
+            registry=self.registry,
+            release_delay=max(RELEASE_DELAY, self.settings.drain_seconds),
+            before_unbind=self._close_released,
+        )
         try:
             await announcement.start(())
         except (OSError, RuntimeError) as exc:
             raise DataPlaneError(f"cannot announce: {exc}") from exc
         self._announcement = announcement
+
+    async def _close_released(self, vips: frozenset[IPAddress]) -> None:
+        """The removed listeners on ``vips`` close their open connections before
+        the VIPs leave ``lo`` (a client sees a reset, not a silent stall)."""
+        if not self._started or self._stopped:
+            return
+        generation = self.workers.close_draining(vips)
+        if await self.workers.wait_applied(generation, APPLY_TIMEOUT) is None:
+            log.warning("workers did not close the connections of %d VIP(s) in time", len(vips))
 
     async def _own(self, state: DesiredState) -> None:
         assert self._announcement is not None

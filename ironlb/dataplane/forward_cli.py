@@ -34,8 +34,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.0,
         metavar="S",
-        help="on SIGTERM, after the VIPs stop being announced, let open connections "
-        "finish for up to S seconds before closing them (default: 0)",
+        help="on SIGTERM, and for a listener a reload removes with its announced VIP, "
+        "let open connections finish for up to S seconds after the VIP stopped being "
+        "announced, then close them and unbind the VIP (default: 0; a released VIP "
+        "stays bound at least 5 s)",
     )
     parser.add_argument(
         "--check", action="store_true", help="only validate the config file and exit"
@@ -79,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers or len(os.sched_getaffinity(0)),
         log_format=args.log_format,
         log_level=args.log_level,
+        drain_seconds=args.drain_seconds,
     )
     service = ForwardService(
         args.config,

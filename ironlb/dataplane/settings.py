@@ -37,9 +37,13 @@ class AnnounceConfig:
 class DataPlaneSettings:
     """``workers``: uvloop worker processes sharing the proxy listeners (>= 1).
     ``announce``: ``None`` means this data plane never owns VIPs (a state with
-    ``vips`` is refused)."""
+    ``vips`` is refused). ``drain_seconds``: how long the open connections of
+    a removed listener may go on after its VIP stopped being announced; then
+    they are closed (reset) and the VIP leaves ``lo`` (never sooner than
+    :data:`~ironlb.dataplane.vip_announcement.RELEASE_DELAY`)."""
 
     workers: int = 1
+    drain_seconds: float = 0.0
     log_format: str = "text"
     log_level: str = "info"
     announce: AnnounceConfig | None = None

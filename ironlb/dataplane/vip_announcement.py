@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from ironlb.dataplane.l2.announcer import Announcer
@@ -36,16 +36,20 @@ RELEASE_DELAY = 5.0
 
 class VipAnnouncement:
     """Announces exactly the VIPs it is given and binds them on ``lo``; a VIP
-    given up stays bound for ``release_delay`` seconds; :meth:`stop` releases all."""
+    given up stays bound for ``release_delay`` seconds, then ``before_unbind``
+    is awaited with the VIPs about to leave (the data plane closes what is
+    still open on them) and they are unbound; :meth:`stop` releases all."""
 
     def __init__(
         self,
         config: AnnounceConfig,
         registry: CollectorRegistry | None = None,
         release_delay: float = RELEASE_DELAY,
+        before_unbind: Callable[[frozenset[IPAddress]], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
         self.release_delay = release_delay
+        self._before_unbind = before_unbind
         # VIP given up -> loop time at which it comes off lo.
         self._releasing: dict[IPAddress, float] = {}
         self._release_task: asyncio.Task[None] | None = None
@@ -114,8 +118,11 @@ class VipAnnouncement:
         """Bind ``wanted`` and the VIPs whose release delay has not run out."""
         assert self._binder is not None
         now = asyncio.get_running_loop().time()
-        for vip in [v for v, at in self._releasing.items() if at <= now]:
+        leaving = frozenset(v for v, at in self._releasing.items() if at <= now)
+        for vip in leaving:
             del self._releasing[vip]
+        if leaving and self._before_unbind is not None:
+            await self._before_unbind(leaving)
         await self._binder.sync_async(wanted | self._releasing.keys())
 
     async def _release_later(self) -> None:

@@ -122,6 +122,7 @@ class Speaker:
                 log_format=config.log_format,
                 log_level=config.log_level,
                 announce=AnnounceConfig(interfaces=config.interfaces),
+                drain_seconds=config.drain_seconds,
             ),
             registry,
         )

@@ -5,6 +5,7 @@ through it, a reload moves the set of owned VIPs, and SIGTERM releases them."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -122,3 +123,91 @@ def test_forward_without_raw_socket_rights_says_so(
     assert out.returncode == 1, out.stderr
     assert "cannot announce" in out.stderr
     assert f"{lab.vip(0)}/32" not in _lo_addresses(lab, node1)
+
+
+# Echoes every connection until the peer closes (one thread per connection).
+ECHO_SERVER = """
+import socket, sys, threading
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((sys.argv[1], int(sys.argv[2])))
+srv.listen(64)
+print("listening", flush=True)
+def echo(conn):
+    with conn:
+        while data := conn.recv(4096):
+            conn.sendall(data)
+while True:
+    threading.Thread(target=echo, args=(srv.accept()[0],), daemon=True).start()
+"""
+
+# Connects, says "connected", waits for "go" on stdin, then has one byte echoed
+# every 0.2 s until that fails; prints how long it worked after "go" and how it
+# ended: "reset" or "eof" (the client was told) or "timeout" (a silent stall).
+EXCHANGE_CLIENT = """
+import json, socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+s.settimeout(1.5)
+s.sendall(b"x"); assert s.recv(1) == b"x"
+print("connected", flush=True)
+sys.stdin.readline()
+start = time.monotonic()
+while True:
+    try:
+        s.sendall(b"x")
+        data = s.recv(1)
+        end = "eof" if not data else None
+    except ConnectionResetError:
+        end = "reset"
+    except (TimeoutError, socket.timeout):
+        end = "timeout"
+    if end:
+        break
+    time.sleep(0.2)
+print(json.dumps({"worked": time.monotonic() - start, "end": end}), flush=True)
+"""
+
+
+def test_reload_removing_an_announced_listener_drains_then_tells_the_client(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """Issue 12 (stopping strands clients), the reload case: the listener goes
+    with its VIP; the VIP stops being announced at once, its open connection
+    keeps working for ``--drain-seconds``, then the client is reset (not left
+    hanging on an address that vanished), and only then the VIP leaves lo."""
+    node1 = lab.nodes[0]
+    backend = lab.backends[0]
+    vip_a, vip_b = lab.vip(0), lab.vip(1)
+    server = lab.popen(
+        backend, sys.executable, "-c", ECHO_SERVER, str(backend.ipv4), "9000",
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    client: subprocess.Popen[str] | None = None
+    config = tmp_path / "lb.yaml"
+    config.write_text(_config([vip_a, vip_b], backend))
+    proc = start_forward(lab, node1, config, "--drain-seconds", "6")
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "listening"
+        wait_for(lambda: probe_arp(lab, lab.client, vip_a) == [node1.mac], what="ARP for VIP a")
+        client = lab.popen(
+            lab.client, sys.executable, "-c", EXCHANGE_CLIENT, str(vip_a), "8080",
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert client.stdin is not None and client.stdout is not None
+        assert client.stdout.readline().strip() == "connected"
+        config.write_text(_config([vip_b], backend))
+        proc.send_signal(signal.SIGHUP)
+        client.stdin.write("go\n")
+        client.stdin.flush()
+        wait_for(lambda: probe_arp(lab, lab.client, vip_a) == [], what="VIP a no longer answered")
+        assert f"{vip_a}/32" in _lo_addresses(lab, node1)  # still bound while it drains
+        result = json.loads(client.stdout.readline())
+        assert result["end"] in ("reset", "eof"), result  # told, not stranded
+        assert 5.0 <= result["worked"] <= 9.0, result  # the drain, then the end
+        wait_for(lambda: f"{vip_a}/32" not in _lo_addresses(lab, node1), what="VIP a unbound")
+        assert f"{vip_b}/32" in _lo_addresses(lab, node1)
+    finally:
+        for p in (client, proc, server):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(5)

@@ -32,7 +32,7 @@ from ironlb.dataplane.forwarder.shared_limits import LocalGate, WorkerCounts
 from ironlb.dataplane.forwarder.stats import StatsRegistry
 from ironlb.dataplane.forwarder.tcp import TcpListener
 from ironlb.dataplane.forwarder.udp import UdpListener
-from ironlb.dataplane.state import DesiredState, ListenerKey, ListenerOptions
+from ironlb.dataplane.state import DesiredState, IPAddress, ListenerKey, ListenerOptions
 
 log = logging.getLogger("ironlb.forward")
 
@@ -165,6 +165,30 @@ class Forwarder:
         self.listeners[key] = old
         log.info("listener %s: accepting again (its open connections carry on)", key)
         return old
+
+    async def close_draining(self, vips: frozenset[IPAddress]) -> int:
+        """Close the removed listeners on ``vips`` and their open connections
+        (TCP: reset) and UDP sessions; returns how many flows were closed.
+        Called just before those VIPs leave the host, so a client sees the end of
+        its connection instead of a silent stall."""
+        async with self._lock:
+            closed = 0
+            for listener in [lst for lst in self.draining if lst.key.vip in vips]:
+                flows = (
+                    len(listener.conns)
+                    if isinstance(listener, TcpListener)
+                    else len(listener.sessions)
+                )
+                if flows:
+                    log.info(
+                        "listener %s: its VIP is released, closing %d open connection(s)",
+                        listener.key,
+                        flows,
+                    )
+                listener.close()
+                closed += flows
+            self.draining = [lst for lst in self.draining if not lst.drained]
+            return closed
 
     def _remove(self, key: ListenerKey) -> None:
         listener = self.listeners.pop(key)

@@ -1,8 +1,8 @@
 """What the control process and its worker processes say to each other.
 
 Small frozen dataclasses, pickled over a ``multiprocessing`` pipe: the
-control process sends :class:`Apply`; a worker answers :class:`Applied` once
-its listeners match, and sends :class:`Stats` once a second.
+control process sends :class:`Apply` and :class:`CloseDraining`; a worker
+answers :class:`Applied` once done, and sends :class:`Stats` once a second.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ironlb.dataplane.forwarder.stats import Snapshot
-from ironlb.dataplane.state import DesiredState, ListenerKey
+from ironlb.dataplane.state import DesiredState, IPAddress, ListenerKey
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,16 @@ class Apply:
     generation: int
     state: DesiredState
     slots: dict[ListenerKey, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CloseDraining:
+    """Control -> worker: close the open connections (UDP sessions) of the
+    removed listeners on ``vips`` (the VIPs are about to leave this host), then
+    answer :class:`Applied` with ``generation``."""
+
+    generation: int
+    vips: frozenset[IPAddress]
 
 
 @dataclass(frozen=True)

@@ -34,10 +34,10 @@ from typing import Any
 
 from ironlb.common.logs import setup_logging
 from ironlb.dataplane.forwarder.fd_limits import fds_needed, raise_nofile
-from ironlb.dataplane.forwarder.messages import Applied, Apply, Stats
+from ironlb.dataplane.forwarder.messages import Applied, Apply, CloseDraining, Stats
 from ironlb.dataplane.forwarder.shared_limits import SharedCounts, WorkerCounts, spawn_context
 from ironlb.dataplane.forwarder.stats import LISTENER_FIELDS, Snapshot, add_snapshots, retire
-from ironlb.dataplane.state import DesiredState, ListenerKey
+from ironlb.dataplane.state import DesiredState, IPAddress, ListenerKey
 
 log = logging.getLogger("ironlb.forward")
 
@@ -108,6 +108,11 @@ async def _worker(
             log.warning("worker: cannot reach the control process (%s): stopping", exc)
             stop.set()
 
+    async def close_draining(message: CloseDraining) -> None:
+        await forwarder.close_draining(message.vips)
+        errors = {str(k): v for k, v in forwarder.bind_errors.items()}
+        send(Applied(message.generation, errors))
+
     async def apply(message: Apply) -> None:
         raise_nofile(fds_needed(message.state))  # the control process warns if short
         errors = await forwarder.apply(message.state, message.slots)
@@ -120,8 +125,11 @@ async def _worker(
             log.warning("worker: the control process is gone (%r): stopping", exc)
             stop.set()
             return
-        if isinstance(message, Apply):
-            task = loop.create_task(apply(message))
+        if isinstance(message, Apply | CloseDraining):
+            # Tasks queue on the forwarder's lock in arrival order.
+            task = loop.create_task(
+                apply(message) if isinstance(message, Apply) else close_draining(message)
+            )
             pending.add(task)
             task.add_done_callback(pending.discard)
 
@@ -198,6 +206,15 @@ class WorkerPool:
         self.generation += 1
         self.slots = self.counts.assign(state.listeners)
         message = Apply(self.generation, state, self.slots)
+        for worker in self.workers.values():
+            self._send(worker, message)
+        return self.generation
+
+    def close_draining(self, vips: frozenset[IPAddress]) -> int:
+        """Tell every worker to close the removed listeners on ``vips`` and their
+        open connections; returns the generation to :meth:`wait_applied` for."""
+        self.generation += 1
+        message = CloseDraining(self.generation, vips)
         for worker in self.workers.values():
             self._send(worker, message)
         return self.generation
@@ -333,7 +350,7 @@ class WorkerPool:
         if self.generation > 0:
             self._send(self.workers[index], Apply(self.generation, self.state, self.slots))
 
-    def _send(self, worker: _Worker, message: Apply) -> None:
+    def _send(self, worker: _Worker, message: Apply | CloseDraining) -> None:
         try:
             worker.conn.send(message)
         except OSError as exc:
