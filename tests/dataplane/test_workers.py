@@ -592,3 +592,21 @@ async def test_400_udp_clients_at_an_fd_limit_of_256_get_answers_or_counted_drop
     text = fwd.text()
     assert "Traceback" not in text
     assert 1 <= text.count("no file descriptor for a UDP session") < 30  # rate-limited
+
+
+async def test_a_reload_to_a_self_loop_is_refused_and_the_running_config_kept(
+    backends: Backends, run_forward: Start
+) -> None:
+    """Issue 8, item 12: a backend equal to its listener fails the reload like a bad file."""
+    b0 = await backends.tcp("b0")
+    key = make_key()
+    fwd = run_forward(config_text(key.port, [b0.port]), 1)
+    await asyncio.to_thread(fwd.wait_log, "ready: all workers are serving")
+    fwd.config.write_text(config_text(key.port, [b0.port, key.port]))
+    fwd.proc.send_signal(signal.SIGHUP)
+    await asyncio.to_thread(fwd.wait_log, "reload failed, keeping the running config")
+    assert (
+        f"{fwd.config}:4: listeners[0].backends[1]: backend 127.0.0.1:{key.port} is this "
+        f"listener itself ({key}): connections would loop back in"
+    ) in fwd.text()
+    assert {await who(key) for _ in range(6)} == {"b0"}
