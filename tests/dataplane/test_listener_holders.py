@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
-import signal
 import socket
-import subprocess
-import sys
-import textwrap
-from collections.abc import Callable, Iterator
 
 import psutil
 import pytest
@@ -26,65 +20,10 @@ from ironlb.dataplane.listener_holders import (
 from ironlb.dataplane.state import ListenerKey
 from tests.support import free_port, wait_for
 
+from .conftest import PYTHON, Hold
+
 #: ``me`` that no process is: makes this test process a foreign holder.
 NOBODY = -1
-
-HOLDER = textwrap.dedent(
-    """\
-    import os, socket, sys, time
-    if sys.argv[4] == "detach" and os.fork():  # the holder is then no child of ours
-        os._exit(0)
-    family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
-    kind = socket.SOCK_STREAM if sys.argv[3] == "tcp" else socket.SOCK_DGRAM
-    sock = socket.socket(family, kind)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((sys.argv[1], int(sys.argv[2])))
-    if kind == socket.SOCK_STREAM:
-        sock.listen()
-    print(os.getpid(), flush=True)
-    time.sleep(120)
-    """
-)
-
-PYTHON = os.path.basename(sys.executable)
-
-Hold = Callable[..., int]
-
-
-@pytest.fixture
-def foreign() -> Iterator[Hold]:
-    """``hold(address, port, protocol, detach=True)`` starts a plain Python process
-    holding that address with ``SO_REUSEPORT`` (as a second balancer would) and
-    returns its pid; detached, it is no descendant of this process. Killed at the end."""
-    pids: list[int] = []
-
-    def hold(address: str, port: int, protocol: str, detach: bool = True) -> int:
-        how = "detach" if detach else "stay"
-        proc = subprocess.Popen(
-            [sys.executable, "-c", HOLDER, address, str(port), protocol, how],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        proc.stdout.close()
-        if detach:
-            proc.wait(10)
-        else:
-            children.append(proc)
-        assert line.strip().isdigit(), line
-        pids.append(int(line))
-        return int(line)
-
-    children: list[subprocess.Popen[str]] = []
-    try:
-        yield hold
-    finally:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for proc in children:
-            proc.wait(10)
 
 
 def key(address: str, port: int, protocol: str = "tcp") -> ListenerKey:
