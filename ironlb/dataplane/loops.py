@@ -5,7 +5,10 @@ back in, and through the listener's backends again, until the connection
 limit or the file descriptors run out. The config parser refuses such a
 backend (:func:`ironlb.dataplane.config.parse_config`); this module holds
 only the rule for "this backend reaches that listener", so it can be tested
-on its own and reused wherever a backend list meets the node's listeners.
+on its own and reused wherever a backend list meets the node's listeners:
+the speaker's states come from Kubernetes, not from a file, so
+:func:`without_self_loops` leaves out, before the workers get a state, a
+backend (an endpoint) that is its own proxy listener.
 
 The rule follows how Linux delivers a connection made on the node itself:
 
@@ -25,10 +28,11 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Collection
+from dataclasses import replace
 
 from ironlb.common.addresses import IPAddress
 from ironlb.common.protocols import Protocol
-from ironlb.dataplane.state import ListenerKey
+from ironlb.dataplane.state import Backend, DesiredState, ListenerKey
 
 _LOOPBACK: dict[int, IPAddress] = {
     4: ipaddress.IPv4Address("127.0.0.1"),
@@ -59,3 +63,28 @@ def reached_listener(
         if wildcard in listeners:
             return wildcard
     return None
+
+
+def without_self_loops(
+    state: DesiredState,
+) -> tuple[DesiredState, tuple[tuple[ListenerKey, Backend], ...]]:
+    """``state`` less every backend that reaches its own listener, and the
+    ``(listener, backend)`` pairs left out (in listener order).
+
+    The state is returned as it is (the same object) when nothing loops, so
+    an unchanged state still compares and hashes as before.
+    """
+    dropped: list[tuple[ListenerKey, Backend]] = []
+    listeners = dict(state.listeners)
+    for key, spec in state.listeners.items():
+        keep = []
+        for backend in spec.backends:
+            if reached_listener(backend.address, backend.port, key.protocol, listeners) == key:
+                dropped.append((key, backend))
+            else:
+                keep.append(backend)
+        if len(keep) != len(spec.backends):
+            listeners[key] = replace(spec, backends=tuple(keep))
+    if not dropped:
+        return state, ()
+    return replace(state, listeners=listeners), tuple(dropped)

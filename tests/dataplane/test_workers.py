@@ -245,15 +245,20 @@ async def test_health_checks_take_a_dead_backend_out(
     assert metric(text, "ironlb_forward_backend_connect_failures_total") == 0
 
 
-async def test_a_port_in_use_fails_the_start(run_forward: Start) -> None:
-
+async def test_a_port_in_use_fails_the_start_naming_the_holder(run_forward: Start) -> None:
+    """Here the holder is this test process (no SO_REUSEPORT, so the workers could
+    not bind either): refused before the workers start, one line, exit 2."""
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
+    port = taken.getsockname()[1]
     try:
-        fwd = run_forward(config_text(taken.getsockname()[1], [free_port()]), workers=1)
-        assert await asyncio.to_thread(fwd.proc.wait, 30) == 1
-        assert "cannot bind" in fwd.text()
+        fwd = run_forward(config_text(port, [free_port()]), workers=1)
+        assert await asyncio.to_thread(fwd.proc.wait, 30) == 2
+        errors = error_lines(fwd.text())
+        assert len(errors) == 1, fwd.text()
+        assert f"listener tcp/127.0.0.1:{port} is already held by pid {os.getpid()} (" in errors[0]
+        assert "cannot bind" not in fwd.text()
     finally:
         taken.close()
 
