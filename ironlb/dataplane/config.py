@@ -10,8 +10,11 @@ forwarder applies, plus per-listener :class:`ListenerOptions` and health-check
 settings. A listener's ``mode`` (``proxy``, the default, or ``kernel``, also
 spelt ``nftables``; settable for all listeners under ``defaults``) picks the
 userspace proxy or the kernel fast path; ``source_ranges`` (CIDRs) limits who
-may connect. The optional ``announce`` section is validated and exposed as
-:class:`AnnounceConfig` for the ARP/NDP announcer; the forwarder ignores it.
+may connect. A backend that is its own listener, or leads back to it through
+other listeners of the file, is refused (:mod:`ironlb.dataplane.loops`): it
+would loop every connection until the connection limit. The optional
+``announce`` section is validated and exposed as :class:`AnnounceConfig` for
+the ARP/NDP announcer; the forwarder ignores it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import yaml
 from ironlb.common.addresses import IPAddress, IPNetwork, vip_problem
 from ironlb.common.ifnames import interface_name_problem
 from ironlb.common.protocols import PROTOCOLS, Protocol
+from ironlb.dataplane.loops import reached_listener
 from ironlb.dataplane.settings import AnnounceConfig, GarpConfig
 from ironlb.dataplane.state import (
     Backend,
@@ -263,6 +267,7 @@ def parse_config(text: str, source: str = "<config>") -> ForwardConfig:
             )
         seen[lst.key] = i
         listeners.append(lst)
+    _check_loops(ctx, items, listeners)
     announce = _announce(ctx, top["announce"]) if "announce" in top else None
     if announce is not None:
         for i, node in enumerate(items):
@@ -468,6 +473,70 @@ def _backend(ctx: _Ctx, node: yaml.Node, path: str) -> Backend:
     if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
         raise ctx.error(node, path, f"port must be an integer 1-65535, got {port_text!r}")
     return Backend(address, int(port_text))
+
+
+def _check_loops(ctx: _Ctx, items: list[yaml.Node], listeners: list[ListenerConfig]) -> None:
+    """Refuse a backend that is its own listener, or leads back to it through others.
+
+    Either would send each connection round until the connection limit (see
+    :mod:`ironlb.dataplane.loops` for which listener a backend reaches). A
+    backend that is another listener with real backends (a chain) is allowed.
+    """
+    index = {lst.key: i for i, lst in enumerate(listeners)}
+    edges: list[list[tuple[int, int]]] = []  # per listener: (backend index, listener reached)
+    for lst in listeners:
+        out = []
+        for j, backend in enumerate(lst.backends):
+            key = reached_listener(backend.address, backend.port, lst.key.protocol, index)
+            if key is not None:
+                out.append((j, index[key]))
+        edges.append(out)
+    for i, lst in enumerate(listeners):
+        for j, k in edges[i]:
+            path = f"listeners[{i}].backends[{j}]"
+            where = _backend_node(items[i], j)
+            backend = lst.backends[j]
+            if k == i:
+                raise ctx.error(
+                    where,
+                    path,
+                    f"backend {backend} is this listener itself ({lst.key}): "
+                    "connections would loop back in",
+                )
+            if _leads_to(edges, k, i):
+                other = listeners[k]
+                raise ctx.error(
+                    where,
+                    path,
+                    f"backend {backend} is listeners[{k}] ({other.key}, line {other.line}), "
+                    f"whose backends lead back to listeners[{i}] ({lst.key}): "
+                    "connections would loop between them",
+                )
+
+
+def _leads_to(edges: list[list[tuple[int, int]]], start: int, goal: int) -> bool:
+    """Whether listener ``start`` reaches listener ``goal`` through its backends."""
+    todo, seen = [start], {start}
+    while todo:
+        here = todo.pop()
+        if here == goal:
+            return True
+        for _, nxt in edges[here]:
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return False
+
+
+def _backend_node(listener: yaml.Node, j: int) -> yaml.Node:
+    """The YAML node of backend ``j`` of an already validated listener mapping."""
+    assert isinstance(listener, yaml.MappingNode)
+    for key_node, value_node in listener.value:
+        if key_node.value == "backends":
+            assert isinstance(value_node, yaml.SequenceNode)
+            item: yaml.Node = value_node.value[j]
+            return item
+    raise AssertionError("a validated listener has backends")
 
 
 def _announce(ctx: _Ctx, node: yaml.Node) -> AnnounceConfig:

@@ -17,7 +17,9 @@
 declarative (options included) and ordered so that no client is ever sent
 to a node that would refuse it: listeners first (kernel table, then the
 workers' acknowledgement), VIPs second (a new VIP is bound, then
-announced; a VIP given up stops being announced, then is unbound).
+announced; a VIP given up stops being announced, then is unbound). A
+backend that is its own proxy listener (an endpoint equal to the VIP and
+port) is left out with a warning: it would loop every connection (:mod:`.loops`).
 :meth:`DataPlane.stop` reverses it: stop announcing (peers take over),
 let open connections finish for up to ``drain_seconds``, close the
 listeners (clients get FIN/RST from the VIP), unbind, remove the table.
@@ -28,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ironlb.common.addresses import address_sort_key
@@ -36,8 +39,9 @@ from ironlb.dataplane.forwarder.fd_limits import NofileGuard
 from ironlb.dataplane.forwarder.stats import Snapshot
 from ironlb.dataplane.forwarder.uvloop_steps import UnverifiedUvloop, require_verified_uvloop
 from ironlb.dataplane.forwarder.workers import WorkerPool
+from ironlb.dataplane.loops import without_self_loops
 from ironlb.dataplane.settings import AnnounceConfig, DataPlaneSettings
-from ironlb.dataplane.state import DesiredState, IPAddress
+from ironlb.dataplane.state import Backend, DesiredState, IPAddress, ListenerKey
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -87,6 +91,7 @@ class DataPlane:
         self._nofile = NofileGuard()
         self._kernel_watch: asyncio.Task[None] | None = None
         self._kernel_problem = ""
+        self._loops: frozenset[tuple[ListenerKey, Backend]] = frozenset()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -127,7 +132,7 @@ class DataPlane:
                 self.kernel.apply(state)
             except KernelPathError as exc:
                 raise DataPlaneError(str(exc)) from exc
-            proxy = state.only("proxy").with_vips(())
+            proxy = self._without_loops(state.only("proxy").with_vips(()))
             if proxy != self._proxy:
                 self._nofile.ensure(proxy)
                 generation = self.workers.publish(proxy)
@@ -216,6 +221,23 @@ class DataPlane:
         }
 
     # -- internals -----------------------------------------------------------------
+
+    def _without_loops(self, proxy: DesiredState) -> DesiredState:
+        """``proxy`` less the backends that are their own listener (a pod endpoint
+        equal to its Service's VIP and port would loop every connection); one
+        warning per such backend while it lasts."""
+        proxy, found = without_self_loops(proxy)
+        dropped = frozenset((key, replace(backend, ready=True)) for key, backend in found)
+        for key, backend in sorted(dropped):
+            if (key, backend) not in self._loops:
+                log.warning(
+                    "listener %s: backend %s is the listener itself, left out "
+                    "(it would loop every connection)",
+                    key,
+                    backend,
+                )
+        self._loops = dropped
+        return proxy
 
     async def _watch_kernel(self) -> None:
         """Every :data:`KERNEL_CHECK_INTERVAL` s, rewrite the table if it went missing

@@ -1,7 +1,8 @@
 """Command-line adapter for ``ironlb forward`` (arguments and start-up only).
 
-Exit codes: 0 after SIGTERM/SIGINT, 2 for a bad config or bad arguments,
-1 when a listener cannot be bound at start.
+Exit codes: 0 after SIGTERM/SIGINT; 2 for a bad config, bad arguments, or an
+address another process holds (a listener, the metrics address); 1 when a
+listener cannot be bound at start for another reason.
 """
 
 from __future__ import annotations

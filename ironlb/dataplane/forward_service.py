@@ -7,14 +7,19 @@ The whole standalone balancer is this adapter over
   (binds and announces) every listener address;
 * TCP health checks mark backends not ready; every verdict change becomes a
   new state;
-* SIGHUP re-reads the file; a bad file is logged and the running config kept;
+* before the workers bind, listeners held by another process (a second
+  ``ironlb forward``, which ``SO_REUSEPORT`` would let in silently) are
+  refused, naming the holder (:mod:`.listener_holders`);
+* SIGHUP re-reads the file; a bad file, or a new listener held by another
+  process, is logged and the running config kept;
 * SIGTERM/SIGINT stop: stop announcing, drain (``--drain-seconds``), close
   the listeners, unbind, exit 0;
 * ``--metrics-address`` serves the workers' counters, summed.
 
 Exit codes of :meth:`ForwardService.run`: 0 after a signal, 1 when a listener
 cannot be bound, the kernel table is refused or VIPs cannot be owned at start,
-2 when the metrics address cannot be served.
+2 when a listener is held by another process or the metrics address cannot be
+served.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from prometheus_client import CollectorRegistry
 from ironlb.dataplane.config import ConfigError, ForwardConfig, load_config
 from ironlb.dataplane.dataplane import DataPlane, DataPlaneError
 from ironlb.dataplane.forwarder.healthcheck import HealthChecker
+from ironlb.dataplane.listener_holders import held_listeners, held_message
 from ironlb.dataplane.settings import DataPlaneSettings
 from ironlb.dataplane.state import DesiredState
 
@@ -66,6 +72,10 @@ class ForwardService:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
+        held = held_listeners(self.config.mode_keys("proxy"))
+        if held:
+            log.error("%s", held_message(held))
+            return 2
         if self.metrics_address:
             try:
                 self._serve_metrics(self.metrics_address)
@@ -134,12 +144,18 @@ class ForwardService:
         task.add_done_callback(self._tasks.discard)
 
     async def reload(self) -> None:
-        """Re-read the config file (SIGHUP); keep the old one if it is bad."""
+        """Re-read the config file (SIGHUP); keep the old one if it is bad or
+        a listener it adds is held by another process (ours are not checked)."""
         try:
             config = load_config(self.config_path)
         except ConfigError as exc:
             self.reloads["failed"] += 1
             log.error("reload failed, keeping the running config: %s", exc)
+            return
+        held = held_listeners(config.mode_keys("proxy") - self.config.mode_keys("proxy"))
+        if held:
+            self.reloads["failed"] += 1
+            log.error("reload failed, keeping the running config: %s", held_message(held))
             return
         self.reloads["ok"] += 1
         changed = config != self.config

@@ -2,16 +2,23 @@
 
 ``Backends`` starts TCP servers that greet with their name (``b0\\n``) and
 then echo, honouring half-close (EOF in -> EOF out after the echo), and UDP
-servers that answer ``name:payload``. Every test gets free ports on
-127.0.0.1 and closes everything it started.
+servers that answer ``name:payload``. ``foreign`` starts a plain Python
+process holding an address (a listener's "another process"). Every test gets
+free ports on 127.0.0.1 and closes everything it started.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import os
+import signal
 import socket
-from collections.abc import AsyncIterator, Callable
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 import uvloop
@@ -205,3 +212,61 @@ async def loop_errors() -> AsyncIterator[list[dict[str, object]]]:
         yield errors
     finally:
         loop.set_exception_handler(old)
+
+
+HOLDER = textwrap.dedent(
+    """\
+    import os, socket, sys, time
+    if sys.argv[4] == "detach" and os.fork():  # the holder is then no child of ours
+        os._exit(0)
+    family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+    kind = socket.SOCK_STREAM if sys.argv[3] == "tcp" else socket.SOCK_DGRAM
+    sock = socket.socket(family, kind)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((sys.argv[1], int(sys.argv[2])))
+    if kind == socket.SOCK_STREAM:
+        sock.listen()
+    print(os.getpid(), flush=True)
+    time.sleep(120)
+    """
+)
+
+PYTHON = os.path.basename(sys.executable)
+
+Hold = Callable[..., int]
+
+
+@pytest.fixture
+def foreign() -> Iterator[Hold]:
+    """``hold(address, port, protocol, detach=True)`` starts a plain Python process
+    holding that address with ``SO_REUSEPORT`` (as a second balancer would) and
+    returns its pid; detached, it is no descendant of this process. Killed at the end."""
+    pids: list[int] = []
+
+    def hold(address: str, port: int, protocol: str, detach: bool = True) -> int:
+        how = "detach" if detach else "stay"
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, address, str(port), protocol, how],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        proc.stdout.close()
+        if detach:
+            proc.wait(10)
+        else:
+            children.append(proc)
+        assert line.strip().isdigit(), line
+        pids.append(int(line))
+        return int(line)
+
+    children: list[subprocess.Popen[str]] = []
+    try:
+        yield hold
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for proc in children:
+            proc.wait(10)

@@ -349,3 +349,141 @@ def test_cli_check_refuses_a_bad_tag_with_exit_2_and_one_line(tmp_path: Path) ->
         f"ironlb forward: {bad}:3: listeners[0].port: "
         "invalid YAML: cannot read 'abc' as tag:yaml.org,2002:int"
     ]
+
+
+# Issue 8, item 12: a backend that is its own listener (or leads back to it through
+# another listener) would loop every connection until the connection limit.
+
+
+def listener_yaml(address: str, port: int, backends: list[str], protocol: str = "tcp") -> str:
+    listed = ", ".join(f'"{b}"' for b in backends)
+    return (
+        f'  - address: "{address}"\n    port: {port}\n    protocol: {protocol}\n'
+        f"    backends: [{listed}]\n"
+    )
+
+
+SELF_LOOPS = [
+    # (listener address, backend, protocol)
+    ("127.0.0.1", "127.0.0.1:8080", "tcp"),
+    ("127.0.0.1", "127.0.0.1:8080", "udp"),
+    ("0.0.0.0", "127.0.0.1:8080", "tcp"),  # a wildcard listener gets loopback connections
+    ("0.0.0.0", "127.0.0.53:8080", "udp"),  # all of 127/8 is loopback
+    ("0.0.0.0", "0.0.0.0:8080", "tcp"),  # a connect to 0.0.0.0 goes to 127.0.0.1
+    ("127.0.0.1", "0.0.0.0:8080", "tcp"),
+    ("::", "[::1]:8080", "tcp"),
+    ("::", "[::]:8080", "udp"),
+    ("::1", "[::1]:8080", "tcp"),
+    ("198.18.0.200", "198.18.0.200:8080", "tcp"),
+]
+
+
+@pytest.mark.parametrize(("address", "backend", "protocol"), SELF_LOOPS)
+def test_a_backend_that_is_its_own_listener_is_refused(
+    address: str, backend: str, protocol: str
+) -> None:
+    real = "[::1]:9001" if ":" in address else "127.0.0.1:9001"
+    text = "listeners:\n" + listener_yaml(address, 8080, [real, backend], protocol)
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "lb.yaml")
+    key = ListenerKey(ip(address), protocol, 8080)  # type: ignore[arg-type]
+    assert str(err.value) == (
+        f"lb.yaml:5: listeners[0].backends[1]: backend {backend} is this listener itself "
+        f"({key}): connections would loop back in"
+    )
+
+
+NOT_LOOPS = [
+    ("127.0.0.1", "127.0.0.1:8081", "tcp"),  # another port
+    ("127.0.0.1", "127.0.0.2:8080", "tcp"),  # another address: the listener does not get it
+    ("198.18.0.200", "127.0.0.1:8080", "tcp"),
+    ("0.0.0.0", "198.18.0.7:8080", "tcp"),  # not known to be local (the parser reads no links)
+    ("::", "[fd00::7]:8080", "tcp"),
+]
+
+
+@pytest.mark.parametrize(("address", "backend", "protocol"), NOT_LOOPS)
+def test_a_backend_on_another_address_or_port_is_no_loop(
+    address: str, backend: str, protocol: str
+) -> None:
+    text = "listeners:\n" + listener_yaml(address, 8080, [backend], protocol)
+    config = parse_config(text, "lb.yaml")
+    assert [str(b) for b in config.listeners[0].backends] == [backend]
+
+
+def test_the_other_protocol_is_no_loop() -> None:
+    """A backend reaches listeners of its listener's protocol only: tcp 8080 -> 9001 and
+    udp 9001 -> 8080 would be a loop if protocols were ignored."""
+    text = "listeners:\n" + listener_yaml("127.0.0.1", 8080, ["127.0.0.1:9001"], "tcp")
+    text += listener_yaml("127.0.0.1", 9001, ["127.0.0.1:8080"], "udp")
+    config = parse_config(text, "lb.yaml")
+    assert [str(lst.key) for lst in config.listeners] == [
+        "tcp/127.0.0.1:8080",
+        "udp/127.0.0.1:9001",
+    ]
+
+
+def test_a_loop_through_two_listeners_is_refused_naming_both() -> None:
+    text = "listeners:\n"
+    text += listener_yaml("127.0.0.1", 8080, ["127.0.0.1:9001", "127.0.0.1:8081"])
+    text += listener_yaml("0.0.0.0", 8081, ["127.0.0.1:8080"])
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "lb.yaml")
+    assert str(err.value) == (
+        "lb.yaml:5: listeners[0].backends[1]: backend 127.0.0.1:8081 is listeners[1] "
+        "(tcp/0.0.0.0:8081, line 6), whose backends lead back to listeners[0] "
+        "(tcp/127.0.0.1:8080): connections would loop between them"
+    )
+
+
+def test_a_loop_through_three_listeners_is_refused() -> None:
+    text = "listeners:\n"
+    text += listener_yaml("127.0.0.1", 8080, ["127.0.0.1:8081"])
+    text += listener_yaml("127.0.0.1", 8081, ["127.0.0.1:8082"])
+    text += listener_yaml("127.0.0.1", 8082, ["127.0.0.1:9001", "127.0.0.1:8080"])
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "lb.yaml")
+    assert err.value.path == "listeners[0].backends[0]"
+    assert "is listeners[1] (tcp/127.0.0.1:8081, line 6)" in err.value.message
+    assert "lead back to listeners[0] (tcp/127.0.0.1:8080)" in err.value.message
+
+
+def test_a_chain_to_another_listener_without_a_loop_is_allowed() -> None:
+    """A listener may forward to another one that has real backends (e.g. to apply
+    the other's source_ranges): only a loop is refused."""
+    text = "listeners:\n"
+    text += listener_yaml("127.0.0.1", 8080, ["127.0.0.1:8081"])
+    text += listener_yaml("127.0.0.1", 8081, ["127.0.0.1:9001"])
+    config = parse_config(text, "lb.yaml")
+    assert [str(b) for b in config.listeners[0].backends] == ["127.0.0.1:8081"]
+
+
+def test_a_mapping_backend_loop_points_at_its_own_line() -> None:
+    text = textwrap.dedent(
+        """\
+        listeners:
+          - address: 127.0.0.1
+            port: 8080
+            backends:
+              - "127.0.0.1:9001"
+              - address: 127.0.0.1
+                port: 8080
+        """
+    )
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "lb.yaml")
+    assert (err.value.line, err.value.path) == (6, "listeners[0].backends[1]")
+
+
+def test_cli_check_and_start_refuse_a_self_loop_with_exit_2_and_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "lb.yaml"
+    bad.write_text("listeners:\n" + listener_yaml("0.0.0.0", 8080, ["127.0.0.1:8080"]))
+    cmd = [sys.executable, "-m", "ironlb.cli", "forward", "--config", str(bad), "--workers", "1"]
+    expected = [
+        f"ironlb forward: {bad}:5: listeners[0].backends[0]: backend 127.0.0.1:8080 is "
+        "this listener itself (tcp/0.0.0.0:8080): connections would loop back in"
+    ]
+    for extra in (["--check"], []):
+        proc = subprocess.run([*cmd, *extra], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().splitlines() == expected

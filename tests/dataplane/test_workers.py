@@ -16,11 +16,13 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
+from ironlb.dataplane.state import ListenerKey
 from tests.support import eventually
 
-from .conftest import Backends, free_port, who
+from .conftest import PYTHON, Backends, Hold, free_port, udp_key, who
 from .conftest import tcp_key as make_key
 
 
@@ -243,15 +245,20 @@ async def test_health_checks_take_a_dead_backend_out(
     assert metric(text, "ironlb_forward_backend_connect_failures_total") == 0
 
 
-async def test_a_port_in_use_fails_the_start(run_forward: Start) -> None:
-
+async def test_a_port_in_use_fails_the_start_naming_the_holder(run_forward: Start) -> None:
+    """Here the holder is this test process (no SO_REUSEPORT, so the workers could
+    not bind either): refused before the workers start, one line, exit 2."""
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
+    port = taken.getsockname()[1]
     try:
-        fwd = run_forward(config_text(taken.getsockname()[1], [free_port()]), workers=1)
-        assert await asyncio.to_thread(fwd.proc.wait, 30) == 1
-        assert "cannot bind" in fwd.text()
+        fwd = run_forward(config_text(port, [free_port()]), workers=1)
+        assert await asyncio.to_thread(fwd.proc.wait, 30) == 2
+        errors = error_lines(fwd.text())
+        assert len(errors) == 1, fwd.text()
+        assert f"listener tcp/127.0.0.1:{port} is already held by pid {os.getpid()} (" in errors[0]
+        assert "cannot bind" not in fwd.text()
     finally:
         taken.close()
 
@@ -649,3 +656,161 @@ async def test_udp_listener_removed_and_added_back_by_sighup_serves_every_new_cl
     finally:
         for sock in old + new:
             sock.close()
+
+
+async def test_a_reload_to_a_self_loop_is_refused_and_the_running_config_kept(
+    backends: Backends, run_forward: Start
+) -> None:
+    """Issue 8, item 12: a backend equal to its listener fails the reload like a bad file."""
+    b0 = await backends.tcp("b0")
+    key = make_key()
+    fwd = run_forward(config_text(key.port, [b0.port]), 1)
+    await asyncio.to_thread(fwd.wait_log, "ready: all workers are serving")
+    fwd.config.write_text(config_text(key.port, [b0.port, key.port]))
+    fwd.proc.send_signal(signal.SIGHUP)
+    await asyncio.to_thread(fwd.wait_log, "reload failed, keeping the running config")
+    assert (
+        f"{fwd.config}:4: listeners[0].backends[1]: backend 127.0.0.1:{key.port} is this "
+        f"listener itself ({key}): connections would loop back in"
+    ) in fwd.text()
+    assert {await who(key) for _ in range(6)} == {"b0"}
+
+
+# -- issue 8, item 12: listeners another process holds (SO_REUSEPORT would let a second
+# instance in silently) are refused, naming the holder (dataplane/listener_holders.py)
+
+
+def listeners_text(*entries: tuple[ListenerKey, int]) -> str:
+    """A config of ``(listener, backend port on 127.0.0.1)`` entries."""
+    text = "listeners:\n"
+    for key, backend in entries:
+        text += (
+            f"  - address: {key.vip}\n    port: {key.port}\n    protocol: {key.protocol}\n"
+            f'    backends: ["127.0.0.1:{backend}"]\n'
+        )
+    return text
+
+
+def forward_once(config: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``ironlb forward`` to its exit (it should refuse to start)."""
+    return subprocess.run(
+        [sys.executable, "-m", "ironlb.cli", "forward", "--config", str(config), "--workers", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "ERROR" in line or "Traceback" in line]
+
+
+async def test_a_second_forward_on_the_same_listeners_is_refused_naming_the_first(
+    backends: Backends, run_forward: Start, tmp_path: Path
+) -> None:
+    b0, u0 = await backends.tcp("b0"), await backends.udp_server("u0")
+    tcp, udp = make_key(), udp_key()
+    config = listeners_text((tcp, b0.port), (udp, u0.port))
+    first = run_forward(config, 2)
+    await asyncio.to_thread(first.wait_log, "ready: all workers are serving")
+    second_config = tmp_path / "second.yaml"
+    second_config.write_text(config)
+
+    second = await asyncio.to_thread(forward_once, second_config)
+
+    assert second.returncode == 2, second.stderr
+    errors = error_lines(second.stderr)
+    assert len(errors) == 1, second.stderr
+    assert errors[0].endswith(
+        f"listeners {tcp}, {udp} are already held by pid {first.proc.pid} "
+        f"({PYTHON} -m ironlb.cli forward): stop it first"
+    ), errors[0]
+    assert "ready: all workers" not in second.stderr
+    assert first.proc.poll() is None
+    assert {await who(tcp) for _ in range(4)} == {"b0"}  # the first still serves
+    assert error_lines(first.text()) == []
+
+
+@pytest.mark.parametrize("protocol", ["tcp", "udp"])
+async def test_a_foreign_process_on_a_listener_is_refused_naming_it(
+    foreign: Hold, tmp_path: Path, protocol: str
+) -> None:
+    key = make_key() if protocol == "tcp" else udp_key()
+    pid = foreign(str(key.vip), key.port, protocol)
+    config = tmp_path / "lb.yaml"
+    config.write_text(listeners_text((key, free_port())))
+
+    out = await asyncio.to_thread(forward_once, config)
+
+    assert out.returncode == 2, out.stderr
+    errors = error_lines(out.stderr)
+    assert len(errors) == 1, out.stderr
+    assert errors[0].endswith(
+        f"listener {key} is already held by pid {pid} ({PYTHON}): stop it first"
+    ), errors[0]
+
+
+async def test_a_reload_adding_a_listener_held_by_another_process_is_refused(
+    backends: Backends, run_forward: Start, foreign: Hold
+) -> None:
+    b0, b1 = await backends.tcp("b0"), await backends.tcp("b1")
+    old, new = make_key(), make_key()
+    fwd = run_forward(listeners_text((old, b0.port)), 1)
+    await asyncio.to_thread(fwd.wait_log, "ready: all workers are serving")
+    pid = foreign(str(new.vip), new.port, "tcp")
+    fwd.config.write_text(listeners_text((old, b1.port), (new, b1.port)))
+    fwd.proc.send_signal(signal.SIGHUP)
+    await asyncio.to_thread(fwd.wait_log, "reload failed, keeping the running config")
+    assert error_lines(fwd.text())[-1].endswith(
+        f"reload failed, keeping the running config: listener {new} is already held by "
+        f"pid {pid} ({PYTHON}): stop it first"
+    )
+    assert {await who(old) for _ in range(4)} == {"b0"}  # the old config, not b1
+
+    os.kill(pid, signal.SIGKILL)
+    await eventually(lambda: not alive(pid), timeout=10, what="the holder gone")
+    fwd.proc.send_signal(signal.SIGHUP)
+    await asyncio.to_thread(fwd.wait_log, "(changed)")
+    await asyncio.sleep(0.5)  # the workers apply the new state
+    assert {await who(old) for _ in range(4)} == {"b1"}
+    assert await who(new) == "b1"
+
+
+async def test_a_reload_bringing_back_our_own_draining_udp_listener_is_accepted(
+    backends: Backends, run_forward: Start
+) -> None:
+    """A removed UDP listener keeps its socket in the worker while a session lives:
+    taking it back is not a foreign holder."""
+    b0, u0 = await backends.tcp("b0"), await backends.udp_server("u0")
+    tcp, udp = make_key(), udp_key()
+    both = listeners_text((tcp, b0.port), (udp, u0.port))
+    fwd = run_forward(both, 1)
+    await asyncio.to_thread(fwd.wait_log, "ready: all workers are serving")
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        client.settimeout(10)
+        client.sendto(b"ping", (str(udp.vip), udp.port))
+        assert (await asyncio.to_thread(client.recvfrom, 100))[
+            0
+        ] == b"u0:ping"  # a session: the socket stays open
+
+        fwd.config.write_text(listeners_text((tcp, b0.port)))
+        fwd.proc.send_signal(signal.SIGHUP)
+        await asyncio.to_thread(fwd.wait_log, "(changed)")
+        worker = next(iter(fwd.workers()))
+        await eventually(
+            lambda: any(
+                c.laddr and c.laddr.port == udp.port
+                for c in psutil.Process(worker).net_connections(kind="udp")
+            ),
+            timeout=5,
+            what="the draining socket still open in the worker",
+        )
+        fwd.config.write_text(both)
+        fwd.proc.send_signal(signal.SIGHUP)
+        await asyncio.to_thread(fwd.wait_log, "(changed)", 2)
+        assert "reload failed" not in fwd.text()
+        client.sendto(b"again", (str(udp.vip), udp.port))
+        assert (await asyncio.to_thread(client.recvfrom, 100))[0] == b"u0:again"
+    finally:
+        client.close()
