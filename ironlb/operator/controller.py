@@ -88,6 +88,12 @@ async def _breathe(i: int) -> None:
         await asyncio.sleep(0)
 
 
+def _addresses(pool: Body) -> list[str]:
+    """``spec.addresses`` as strings (whatever the spec holds, for the printer column)."""
+    listed = (pool.get("spec") or {}).get("addresses")
+    return [str(a) for a in listed] if isinstance(listed, list) else []
+
+
 def _ip_list(ips: tuple[Any, ...]) -> str:
     return json.dumps([str(ip) for ip in ips])
 
@@ -532,4 +538,5 @@ class AllocationController:
             previous=previous,
             generation=generation if isinstance(generation, int) else None,
             now=datetime.now(UTC),
+            addresses=_addresses(obj),
         )
