@@ -122,6 +122,21 @@ class Cluster:
                 raise LbctlError(f"IPAddressPool {name!r} already exists", status=409) from None
             raise
 
+    def replace_pool(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT ``body`` (which carries the ``metadata.resourceVersion`` it was read at); a 409
+        means the pool changed on the server since then and nothing was written."""
+        try:
+            return self._pool_call(name, self._custom.replace_cluster_custom_object, name, body)
+        except LbctlError as exc:
+            if exc.status == 409:
+                version = (body.get("metadata") or {}).get("resourceVersion")
+                raise LbctlError(
+                    f"IPAddressPool {name!r} was changed on the server after it was read "
+                    f"(resourceVersion {version}): nothing was saved, edit it again",
+                    status=409,
+                ) from None
+            raise
+
     def delete_pool(self, name: str) -> None:
         self._pool_call(name, self._custom.delete_cluster_custom_object, name)
 

@@ -1,9 +1,10 @@
-"""``lbctl pool create|list|show|delete``: the IPAddressPool commands.
+"""``lbctl pool create|list|show|edit|delete``: the IPAddressPool commands.
 
 ``create`` validates locally with the same code as the admission webhook
 (:func:`ironlb.operator.pools.parse_pool`, then overlap with existing pools
 via :func:`ironlb.operator.webhook.pool_admission_problem`), so bad input is
-refused with the field named (exit 2) before anything is written.
+refused with the field named (exit 2) before anything is written. ``edit``
+lives in :mod:`ironlb.lbctl.edit`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from ironlb.lbctl import render
 from ironlb.lbctl.client import GROUP, VERSION, Cluster, LbctlError
+from ironlb.lbctl.edit import edit_cmd
 
 __all__ = ["configure", "holders_of", "namespace_name_problem", "pool_spec"]
 
@@ -67,6 +69,12 @@ def configure(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     show.add_argument("name")
     show.add_argument("-o", "--output", choices=["table", "wide", "json", "yaml"], default="table")
     show.set_defaults(handler=show_cmd)
+
+    edit = cmds.add_parser(
+        "edit", help="edit an IPAddressPool in $KUBE_EDITOR/$EDITOR, checked before saving"
+    )
+    edit.add_argument("name")
+    edit.set_defaults(handler=edit_cmd)
 
     delete = cmds.add_parser("delete", help="delete an IPAddressPool")
     delete.add_argument("name")

@@ -115,6 +115,15 @@ def _count(value: object) -> str:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else "-"
 
 
+def _total(status: Mapping[str, Any], key: str) -> str:
+    """``usedText``/``freeText`` (exact, from a controller that writes them), else the
+    int64 ``used``/``free`` counter (capped for huge IPv6 ranges), else ``-``."""
+    text = status.get(f"{key}Text")
+    if isinstance(text, str) and text.isdigit():
+        return text
+    return _count(status.get(key))
+
+
 def _name(obj: Mapping[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("name") or "")
 
@@ -130,8 +139,8 @@ def pool_rows(
         row = [
             _name(pool),
             ",".join(str(a) for a in spec.get("addresses") or []),
-            _count(status.get("used")),
-            _count(status.get("free")),
+            _total(status, "used"),
+            _total(status, "free"),
             "false" if spec.get("autoAssign") is False else "true",
             pool_state(pool),
             age((pool.get("metadata") or {}).get("creationTimestamp"), now),
@@ -318,8 +327,8 @@ def pool_detail(
         lines.append(f"  Node selectors:      {_selectors(l2.get('nodeSelectors') or []) or '-'}")
         lines.append(f"  Interfaces:          {', '.join(l2.get('interfaces') or []) or '-'}")
     lines.append(f"Status:           {pool_state(pool)}")
-    lines.append(f"  Used:           {_count(status.get('used'))}")
-    lines.append(f"  Free:           {_count(status.get('free'))}")
+    lines.append(f"  Used:           {_total(status, 'used')}")
+    lines.append(f"  Free:           {_total(status, 'free')}")
     for family in ("IPv4", "IPv6"):
         assigned, available = status.get(f"assigned{family}"), status.get(f"available{family}")
         if assigned is not None or available is not None:

@@ -88,6 +88,12 @@ async def _breathe(i: int) -> None:
         await asyncio.sleep(0)
 
 
+def _addresses(pool: Body) -> list[str]:
+    """``spec.addresses`` as strings (whatever the spec holds, for the printer column)."""
+    listed = (pool.get("spec") or {}).get("addresses")
+    return [str(a) for a in listed] if isinstance(listed, list) else []
+
+
 def _ip_list(ips: tuple[Any, ...]) -> str:
     return json.dumps([str(ip) for ip in ips])
 
@@ -108,6 +114,7 @@ class AllocationController:
         *,
         load_balancer_class: str,
         instance: str,
+        unset_class: bool = True,
         pool_status_interval: float = 0.5,
         retry_delay: float = 0.2,
         lease_valid: Callable[[], bool] = lambda: True,
@@ -119,6 +126,7 @@ class AllocationController:
         self._on_allocated = on_allocated  # metrics hooks: pool, failure reason
         self._on_failed = on_failed
         self._class = load_balancer_class
+        self._unset_class = unset_class  # False: Services without a class are not ours
         self._retry_delay = retry_delay
         self.allocator = Allocator()
         self.leading = False
@@ -134,6 +142,11 @@ class AllocationController:
         self._namespaces: dict[str, dict[str, str]] = {}
         self._pool_objects: dict[str, Body] = {}
         self._pool_problems: dict[str, tuple[str, str]] = {}
+        # With --ignore-unset-class, Services without a class are another implementation's
+        # (MetalLB during a migration). What they show from our pools is held in the
+        # allocator, so it is never handed out twice; the hold ends when they stop showing
+        # it or become ours. Nothing is ever written to them.
+        self._foreign: dict[ServiceKey, Body] = {}
         self._retry_task: asyncio.Task[None] | None = None
         self.status = ServiceStatusWriter(api, allowed=self._allowed)
         self.events = EventRecorder(api, instance=instance, allowed=self._allowed)
@@ -198,6 +211,7 @@ class AllocationController:
         self._aliases.clear()
         self._pool_objects.clear()
         self._pool_problems.clear()
+        self._foreign.clear()
 
     async def _wait_ready(self) -> bool:
         term = self._term
@@ -222,9 +236,11 @@ class AllocationController:
         for i, service in enumerate(services):
             await _breathe(i)
             key = service_key(service)
-            if not is_ours(service, self._class):
+            if not self._ours(service):
                 if allocated_pool(service) is not None:
                     self._drop(key, service, "the Service is no longer ours")
+                elif self._is_foreign(service):
+                    self._hold_foreign(key, service)
                 continue
             self._remember(key, service)
             ips = current_ingress_ips(service)
@@ -257,7 +273,7 @@ class AllocationController:
             await _breathe(i)
             key = service_key(service)
             assignment = self.allocator.assignment(key)
-            if assignment is not None:
+            if assignment is not None and key not in self._foreign:
                 self._write(key, service, assignment)
         for name in self._pool_objects:
             self.pool_status.mark(name)
@@ -271,15 +287,22 @@ class AllocationController:
         key = service_key(body)
         if event_type == "DELETED":
             self._forget(key)
+            self._foreign.pop(key, None)
             released = self.allocator.release(key)
             if released is not None:
                 self.pool_status.mark(released.pool)
                 self._schedule_retry()
             return
-        if not is_ours(body, self._class):
+        if not self._ours(body):
             if key in self._services or allocated_pool(body) is not None:
                 self._drop(key, body, self._why_not_ours(body))
+            elif self._is_foreign(body):
+                self._hold_foreign(key, body)
+            elif key in self._foreign:
+                self._unhold_foreign(key)  # e.g. its type changed: the other one let go
             return
+        if key in self._foreign:
+            self._unhold_foreign(key)  # it asks us now (its class was set): no longer held
         self._remember(key, body)
         self._sync(key, body)
 
@@ -306,10 +329,52 @@ class AllocationController:
 
     # --- services -----------------------------------------------------------------------------
 
+    def _ours(self, body: Body) -> bool:
+        return is_ours(body, self._class, unset_class=self._unset_class)
+
+    def _is_foreign(self, body: Body) -> bool:
+        """A Service left to another implementation by --ignore-unset-class."""
+        spec = body.get("spec") or {}
+        return (
+            not self._unset_class
+            and spec.get("type") == "LoadBalancer"
+            and not spec.get("loadBalancerClass")
+        )
+
+    def _hold_foreign(self, key: ServiceKey, body: Body) -> None:
+        """Hold (again) what a foreign Service shows, when it lies in our pools."""
+        self._unhold_foreign(key)
+        ips = current_ingress_ips(body)
+        if not ips:
+            return
+        self._foreign[key] = body
+        self._try_hold(key, body)
+
+    def _try_hold(self, key: ServiceKey, body: Body) -> None:
+        ips = current_ingress_ips(body)
+        try:
+            request = holding_request(body, self._namespace_labels(key.namespace), ips)
+            held = self.allocator.restore(request, ips)
+        except AllocationError as exc:
+            if exc.reason != "IPNotInAnyPool":
+                log.warning("%s (not ours) shows %s: %s", key, _ip_list(ips), exc.message)
+            return
+        self.pool_status.mark(held.pool)
+
+    def _unhold_foreign(self, key: ServiceKey) -> None:
+        if self._foreign.pop(key, None) is None:
+            return
+        released = self.allocator.release(key)
+        if released is not None:
+            self.pool_status.mark(released.pool)
+            self._schedule_retry()
+
     def _why_not_ours(self, body: Body) -> str:
         spec = body.get("spec") or {}
         if spec.get("type") != "LoadBalancer":
             return f"the Service changed to type {spec.get('type')}"
+        if not spec.get("loadBalancerClass"):
+            return "the Service has no loadBalancerClass and --ignore-unset-class is set"
         return f"the Service's loadBalancerClass is {spec.get('loadBalancerClass')!r}"
 
     def _remember(self, key: ServiceKey, body: Body) -> None:
@@ -512,6 +577,9 @@ class AllocationController:
                         ip, before[old.pool], after.get(old.pool), problems.get(old.pool)
                     )
                     self.events.emit(body, "Warning", "IPWithdrawn", why)
+        for key, body in self._foreign.items():  # a new or changed pool may hold theirs now
+            if self.allocator.assignment(key) is None:
+                self._try_hold(key, body)
         self._schedule_retry()
 
     def _pool_status(self, name: str, previous: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -532,4 +600,5 @@ class AllocationController:
             previous=previous,
             generation=generation if isinstance(generation, int) else None,
             now=datetime.now(UTC),
+            addresses=_addresses(obj),
         )

@@ -21,6 +21,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="spec.loadBalancerClass handled besides unset (default: %(default)s)",
     )
     parser.add_argument(
+        "--ignore-unset-class",
+        action="store_true",
+        help="leave Services without spec.loadBalancerClass alone (while another "
+        "implementation, e.g. MetalLB, still serves them; see docs/migrating-from-metallb.md)",
+    )
+    parser.add_argument(
         "--namespace",
         default=os.environ.get("POD_NAMESPACE") or "ironlb-system",
         help="namespace of the election Lease (default: $POD_NAMESPACE or %(default)s)",
@@ -104,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     config = ControllerConfig(
         load_balancer_class=args.load_balancer_class,
+        unset_class=not args.ignore_unset_class,
         namespace=args.namespace,
         identity=args.identity,
         lease_duration=args.lease_duration,

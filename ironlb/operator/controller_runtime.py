@@ -53,6 +53,7 @@ def default_identity() -> str:
 @dataclass(frozen=True)
 class ControllerConfig:
     load_balancer_class: str = DEFAULT_LOAD_BALANCER_CLASS
+    unset_class: bool = True  # also serve Services without spec.loadBalancerClass
     namespace: str = "ironlb-system"
     identity: str = "ironlb-controller"
     lease_duration: int = 15
@@ -106,6 +107,7 @@ async def run_controller(
         controller = AllocationController(
             api,
             load_balancer_class=config.load_balancer_class,
+            unset_class=config.unset_class,
             instance=config.identity,
             pool_status_interval=config.pool_status_interval,
             lease_valid=lambda: elector.valid,

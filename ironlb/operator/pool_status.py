@@ -1,9 +1,14 @@
 """IPAddressPool status: what it says (pure :func:`pool_status`) and how it is written.
 
 The status carries the CRD's counters (``assignedIPv4/IPv6``,
-``availableIPv4/IPv6``, and ``used``/``free`` for the printer columns) and two
-conditions: ``Ready`` (the pool is in use) and ``Invalid`` (its spec was
-refused: the reason and message say why). :class:`PoolStatusWriter` coalesces:
+``availableIPv4/IPv6``, ``used``/``free``; int64, so capped for huge IPv6
+ranges) and two conditions: ``Ready`` (the pool is in use) and ``Invalid``
+(its spec was refused: the reason and message say why). For ``kubectl get``'s
+printer columns it also carries strings, because a CRD column can only show
+one JSONPath value: ``addressesText`` (the spec's addresses joined with
+commas), ``usedText``/``freeText`` (the exact counts, as the Ready message
+says them, never capped) and ``state`` (``Ready`` or ``Invalid (reason)``, the
+words ``lbctl pool list`` uses). :class:`PoolStatusWriter` coalesces:
 pools are marked dirty as Services come and go, and every ``interval``
 seconds each dirty pool gets at most one merge patch, only if its status
 actually changed.
@@ -67,11 +72,13 @@ def pool_status(
     previous: Mapping[str, Any] | None,
     generation: int | None,
     now: datetime,
+    addresses: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The full status of a pool: ``usage`` when in use, ``problem`` = (reason, message) if not.
 
     ``previous`` (the status last written) keeps each condition's
-    ``lastTransitionTime`` while its value does not change.
+    ``lastTransitionTime`` while its value does not change; ``addresses``
+    (``spec.addresses``) becomes ``addressesText``.
     """
     old_conditions = list((previous or {}).get("conditions") or [])
     status: dict[str, Any] = dict((usage or _ZERO).to_status())
@@ -96,6 +103,10 @@ def pool_status(
         ready = _condition("Ready", False, reason, message, old_conditions, now, generation)
         invalid = _condition("Invalid", True, reason, message, old_conditions, now, generation)
     status["conditions"] = [ready, invalid]
+    status["addressesText"] = ",".join(str(a) for a in addresses)
+    status["usedText"] = str(usage.used if usage else 0)
+    status["freeText"] = str(usage.free if usage else 0)
+    status["state"] = "Ready" if problem is None else f"Invalid ({problem[0]})"
     return status
 
 

@@ -96,13 +96,19 @@ def service_key(service: Mapping[str, Any]) -> ServiceKey:
     return ServiceKey(str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
 
 
-def is_ours(service: Mapping[str, Any], load_balancer_class: str) -> bool:
-    """``type: LoadBalancer`` and class unset (we are the default) or equal to ours."""
+def is_ours(
+    service: Mapping[str, Any], load_balancer_class: str, *, unset_class: bool = True
+) -> bool:
+    """``type: LoadBalancer`` and ``spec.loadBalancerClass`` equal to ours, or unset while
+    ``unset_class`` (we are the cluster's default implementation; False while another one,
+    e.g. MetalLB during a migration, still serves the Services without a class)."""
     spec = _part(service, "spec")
     if spec.get("type") != "LoadBalancer":
         return False
     cls = spec.get("loadBalancerClass")
-    return cls is None or cls == "" or cls == load_balancer_class
+    if cls is None or cls == "":
+        return unset_class
+    return bool(cls == load_balancer_class)
 
 
 def current_ingress_ips(service: Mapping[str, Any]) -> tuple[IPAddress, ...]:

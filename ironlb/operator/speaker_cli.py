@@ -50,6 +50,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--load-balancer-class", default="ironlb.io/ironlb", help="spec.loadBalancerClass served"
     )
+    parser.add_argument(
+        "--ignore-unset-class",
+        action="store_true",
+        help="leave Services without spec.loadBalancerClass alone (while another "
+        "implementation, e.g. MetalLB, still serves them; see docs/migrating-from-metallb.md)",
+    )
     parser.add_argument("--metrics-address", default=None, metavar="HOST:PORT")
     add_logging_arguments(parser)
 
@@ -109,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         interfaces=interfaces,
         load_balancer_class=args.load_balancer_class,
+        unset_class=not args.ignore_unset_class,
         log_format=args.log_format,
         log_level=args.log_level,
     )

@@ -305,12 +305,14 @@ def plan_node(
     alive: frozenset[str],
     load_balancer_class: str = DEFAULT_LOAD_BALANCER_CLASS,
     default_mode: Mode = "proxy",
+    unset_class: bool = True,
 ) -> NodePlan:
     """The plan of node ``node``; see the module docstring for the rules.
 
     ``services``/``slices`` are API objects (dicts); ``nodes`` maps Node
     names to :class:`NodeInfo`; ``pools`` maps pool names to validated pools;
-    ``alive`` holds the nodes whose speaker is live. ``owners``,
+    ``alive`` holds the nodes whose speaker is live; ``unset_class`` False leaves
+    Services without ``spec.loadBalancerClass`` to another implementation. ``owners``,
     ``vip_services`` and ``problems`` do not depend on ``node``.
     """
     index = _index_slices(slices)
@@ -323,7 +325,11 @@ def plan_node(
     has_ready: dict[tuple[IPAddress, ServiceKey], bool] = {}
     local_nodes: dict[tuple[IPAddress, ServiceKey], frozenset[str]] = {}
 
-    ours = [s for s in services if is_ours(s, load_balancer_class) and current_ingress_ips(s)]
+    ours = [
+        s
+        for s in services
+        if is_ours(s, load_balancer_class, unset_class=unset_class) and current_ingress_ips(s)
+    ]
     for service in sorted(ours, key=_created):
         key = service_key(service)
         meta = service.get("metadata") or {}

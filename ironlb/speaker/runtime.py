@@ -82,6 +82,7 @@ class SpeakerConfig:
     workers: int = 1
     interfaces: tuple[str, ...] = ()
     load_balancer_class: str = DEFAULT_LOAD_BALANCER_CLASS
+    unset_class: bool = True  # also serve Services without spec.loadBalancerClass
     log_format: str = "text"
     log_level: str = "info"
 
@@ -270,6 +271,7 @@ class Speaker:
             pools=self.view.pools,
             alive=alive,
             load_balancer_class=self.config.load_balancer_class,
+            unset_class=self.config.unset_class,
             default_mode=self.config.forwarding_mode,
         )
         self.plan = plan

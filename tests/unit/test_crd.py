@@ -191,11 +191,13 @@ def test_printer_columns_point_at_schema_fields(
 ) -> None:
     columns = crd["spec"]["versions"][0]["additionalPrinterColumns"]
     by_name = {c["name"].upper(): c for c in columns}
-    assert list(by_name) == ["ADDRESSES", "USED", "FREE", "AUTO-ASSIGN", "AGE"]
+    assert list(by_name) == ["ADDRESSES", "USED", "FREE", "AUTO-ASSIGN", "STATUS", "AGE"]
     known = schema_paths(schema, "") | {".metadata.creationTimestamp"}
     for column in columns:
         assert column["jsonPath"] in known, column
-    assert by_name["USED"]["type"] == by_name["FREE"]["type"] == "integer"
+    # Strings the controller writes: a JSONPath cannot join a list, int64 cannot count a /64.
+    assert by_name["ADDRESSES"]["jsonPath"] == ".status.addressesText"
+    assert by_name["USED"]["type"] == by_name["FREE"]["type"] == "string"
     assert by_name["AGE"]["type"] == "date"
 
 
@@ -331,3 +333,26 @@ def test_allocator_status_fits_the_status_schema(schema: dict[str, Any]) -> None
     assert validate(schema, pool_object(spec, {"free": 2**64}))[0] == [
         ".status.free: 18446744073709551616 overflows int64"
     ]
+
+
+def test_pool_status_of_a_huge_range_fits_and_prints_exact_counts(schema: dict[str, Any]) -> None:
+    from datetime import UTC, datetime
+
+    from ironlb.operator.pool_status import pool_status
+
+    spec = {"addresses": ["198.18.0.0/24", "2001:db8::/64"]}
+    alloc = Allocator()
+    alloc.set_pools([parse_pool("example", spec)])
+    usage = alloc.usage("example")
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    status = pool_status(
+        usage, None, previous=None, generation=1, now=now, addresses=spec["addresses"]
+    )
+    assert validate(schema, pool_object(spec, status)) == ([], [])
+    assert status["free"] == INT64_MAX
+    assert status["freeText"] == str(256 + 2**64)
+    assert status["conditions"][0]["message"] == f"0 addresses assigned, {256 + 2**64} available"
+    assert (status["addressesText"], status["usedText"]) == ("198.18.0.0/24,2001:db8::/64", "0")
+    assert status["state"] == "Ready"
+    refused = pool_status(None, ("Overlap", "it overlaps"), previous=None, generation=1, now=now)
+    assert (refused["state"], refused["freeText"]) == ("Invalid (Overlap)", "0")

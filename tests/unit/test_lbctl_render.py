@@ -303,3 +303,17 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         build_parser().parse_args(["pool", "create", "web"])
     assert exc.value.code == 2
     assert "--addresses" in capsys.readouterr().err
+
+
+def test_pool_counts_are_exact_for_huge_ipv6_ranges() -> None:
+    """``lbctl pool list``/``show`` print the exact ``freeText`` (as the Ready condition says),
+    not the int64 ``free`` counter capped at 2**63-1; an older status without it still prints."""
+    huge = pool_status(PoolUsage(2, 3, 254, 2**64 - 3), None, previous=None, generation=1, now=NOW)
+    assert huge["free"] == 2**63 - 1
+    row = render.pool_rows([pool("v6", status=huge)], NOW)[0]
+    assert row[2:4] == ["5", str(254 + 2**64 - 3)]
+    assert f"{254 + 2**64 - 3} available" in huge["conditions"][0]["message"]
+    detail = render.pool_detail(pool("v6", status=huge), [], NOW)
+    assert f"Free:           {254 + 2**64 - 3}" in detail
+    old = {k: v for k, v in huge.items() if not k.endswith("Text")}
+    assert render.pool_rows([pool("v6", status=old)], NOW)[0][2:4] == ["5", str(2**63 - 1)]

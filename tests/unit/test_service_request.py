@@ -108,6 +108,10 @@ def test_class_and_type_filter() -> None:
     assert not is_ours(svc(loadBalancerClass="other.io/lb"), "ironlb.io/ironlb")
     assert is_ours(svc(loadBalancerClass="other.io/lb"), "other.io/lb")
     assert not is_ours(svc(type="ClusterIP"), "ironlb.io/ironlb")
+    # --ignore-unset-class: a Service without a class is another implementation's.
+    assert not is_ours(svc(), "ironlb.io/ironlb", unset_class=False)
+    assert not is_ours(svc(loadBalancerClass=""), "ironlb.io/ironlb", unset_class=False)
+    assert is_ours(svc(loadBalancerClass="ironlb.io/ironlb"), "ironlb.io/ironlb", unset_class=False)
 
 
 def test_status_readers_skip_garbage() -> None:

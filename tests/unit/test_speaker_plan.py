@@ -451,6 +451,24 @@ def test_not_ours_and_no_ingress_ignored() -> None:
     assert p.state.listeners == {} and p.owners == {} and p.problems == {}
 
 
+def test_unset_class_left_to_another_implementation() -> None:
+    """With ``unset_class=False`` (``--ignore-unset-class``, during a MetalLB migration) a
+    Service without a class is MetalLB's: not announced, not forwarded; ours still is."""
+    sl = [endpoint_slice(n, [endpoint("10.1.0.1", "n1")]) for n in ("legacy", "moved")]
+    services = [
+        service("legacy", ["198.18.0.7"], pool=None),
+        service("moved", ["198.18.0.8"], lb_class="ironlb.io/ironlb"),
+    ]
+    both = plan(services=services, slices=sl)
+    assert set(both.owners) == {
+        ipaddress.ip_address("198.18.0.7"),
+        ipaddress.ip_address("198.18.0.8"),
+    }
+    only_ours = plan(services=services, slices=sl, unset_class=False)
+    assert set(only_ours.owners) == {ipaddress.ip_address("198.18.0.8")}
+    assert {k.vip for k in only_ours.state.listeners} == {ipaddress.ip_address("198.18.0.8")}
+
+
 def test_wrong_namespace_slice_ignored() -> None:
     sl = endpoint_slice("web", [endpoint("10.1.0.1", "n1")], namespace="other")
     p = plan(services=[service("web", [str(V4)])], slices=[sl])
