@@ -236,6 +236,12 @@ def test_json_that_does_not_fit_is_refused_by_path(obj: dict[str, Any], problem:
         from_json(obj, cls())
 
 
+def test_list_items_type_meta_is_not_in_the_message() -> None:
+    listed = copy.deepcopy(OBJECTS[-1])
+    listed["items"][0].update(apiVersion="v1", kind="Secret")  # as the lab renders items
+    assert decode(encode(listed) or b"") == OBJECTS[-1]
+
+
 def test_encode_answers_none_for_what_protobuf_cannot_carry() -> None:
     service = copy.deepcopy(OBJECTS[3])
     service["spec"]["ipFamilies"] = ["IPv4"]  # newer than the 2019 definitions

@@ -128,6 +128,9 @@ _INT_RANGES = {
 }
 
 
+_TYPE_META = ("apiVersion", "kind")
+
+
 class ConversionError(ValueError):
     """A value has no form on the other side; the message names the field path."""
 
@@ -199,12 +202,11 @@ def _is_map(field: FieldDescriptor) -> bool:
 
 
 def from_json(obj: Mapping[str, Any], message: Message) -> None:
-    """Fill ``message`` from a Kubernetes JSON object (``apiVersion``/``kind`` are skipped).
+    """Fill ``message`` from a Kubernetes JSON object; ``apiVersion``/``kind`` are skipped.
 
     Raises :class:`ConversionError` for a field the message does not define (a field newer
     than the definitions, or a typo) or a value of the wrong shape."""
-    body = {key: value for key, value in obj.items() if key not in ("apiVersion", "kind")}
-    _fill(body, message, "")
+    _fill(obj, message, "")
 
 
 def _fill(obj: Any, message: Message, path: str) -> None:
@@ -216,6 +218,8 @@ def _fill(obj: Any, message: Message, path: str) -> None:
     for key, value in obj.items():
         where = f"{path}.{key}" if path else str(key)
         field = cast(FieldDescriptor | None, descriptor.fields_by_name.get(key))
+        if field is None and key in _TYPE_META:
+            continue  # Go's TypeMeta is not part of a protobuf message (list items carry it)
         if field is None or key == inline:
             if inline is None:
                 raise ConversionError(f"{where}: not a field of {descriptor.name}")
