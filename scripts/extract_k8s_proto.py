@@ -1,7 +1,7 @@
 """Dev-time tool: turn the ``k8s-proto`` sdist into the descriptor set the lab API loads.
 
 ``k8s-proto`` 0.0.3 (PyPI, 2019, Apache-2.0) ships protoc output for
-Kubernetes ``core/v1`` and the apimachinery packages it imports. Its
+Kubernetes 1.14's ``core/v1`` and the apimachinery packages it imports. Its
 ``generated_pb2.py`` files are old-style (they build descriptors by hand) and
 cannot be imported with protobuf >= 4, and it pins ``protobuf<4``, so it cannot
 be a runtime dependency next to protobuf 7. Each file does embed its

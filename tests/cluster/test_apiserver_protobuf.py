@@ -6,6 +6,7 @@ answers for clients that prefer it, and an unreadable body is one Status that st
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import shutil
 import subprocess
@@ -209,7 +210,7 @@ async def test_unreadable_protobuf_bodies_are_refused_and_store_nothing(
         (MAGIC + b"\xff\xff", 400, "not a runtime.Unknown"),
         (_with_raw("v1", "ConfigMap", raw[:-1]), 400, "not a valid ConfigMap"),
         (_with_raw("apps/v1", "DaemonSet", raw), 415, "apps/v1 DaemonSet"),
-        (_with_raw("v1", "ConfigMap", raw + b"\x28\x01"), 415, "field number 5 of ConfigMap"),
+        (_with_raw("v1", "ConfigMap", raw + b"\x20\x01"), 415, "field number 4 of ConfigMap"),
         (_with_raw("v1", "Secret", raw), 400, "kind"),  # not the kind the URL names
     ]
     for body, code, problem in cases:
@@ -223,3 +224,39 @@ async def test_unreadable_protobuf_bodies_are_refused_and_store_nothing(
     listed = await call(http, "GET", CM, 200)
     assert [item["metadata"]["name"] for item in listed["items"]] == ["kept"]
     assert listed["items"][0]["data"] == {"a": "b"}
+
+
+async def test_helm_shaped_release_storage_in_protobuf(http: aiohttp.ClientSession) -> None:
+    """Helm's Secret storage driver as client-go sends it: create, list by label, update."""
+    secrets = "/api/v1/namespaces/default/secrets"
+    payload = base64.b64encode(gzip.compress(b'{"name": "web", "version": 1}'))
+    release = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": "sh.helm.release.v1.web.v1",
+            "labels": {"name": "web", "owner": "helm", "status": "pending-install", "version": "1"},
+        },
+        "type": "helm.sh/release.v1",
+        "data": {"release": base64.b64encode(payload).decode()},
+    }
+    async with http.post(secrets, data=encode(release), headers=PROTOBUF) as rsp:
+        assert rsp.status == 201, await rsp.text()
+        created = decode(await rsp.read())
+    as_json = await call(http, "GET", f"{secrets}/sh.helm.release.v1.web.v1", 200)
+    assert base64.b64decode(as_json["data"]["release"]) == payload
+    assert as_json["type"] == "helm.sh/release.v1"
+    other = dict(release, metadata={"name": "unrelated", "labels": {"owner": "someone"}})
+    async with http.post(secrets, data=encode(other), headers=PROTOBUF) as rsp:
+        assert rsp.status == 201
+    query = {"labelSelector": "owner=helm,name=web"}
+    async with http.get(secrets, params=query, headers=PROTOBUF) as rsp:
+        assert rsp.content_type == MEDIA_TYPE
+        listed = decode(await rsp.read())
+    assert [item["metadata"]["name"] for item in listed["items"]] == [created["metadata"]["name"]]
+    assert base64.b64decode(listed["items"][0]["data"]["release"]) == payload
+    created["metadata"]["labels"]["status"] = "deployed"
+    url = f"{secrets}/sh.helm.release.v1.web.v1"
+    async with http.put(url, data=encode(created), headers=PROTOBUF) as rsp:
+        assert rsp.status == 200
+    assert (await call(http, "GET", url, 200))["metadata"]["labels"]["status"] == "deployed"

@@ -244,7 +244,7 @@ def test_list_items_type_meta_is_not_in_the_message() -> None:
 
 def test_encode_answers_none_for_what_protobuf_cannot_carry() -> None:
     service = copy.deepcopy(OBJECTS[3])
-    service["spec"]["ipFamilies"] = ["IPv4"]  # newer than the 2019 definitions
+    service["spec"]["ipFamilies"] = ["IPv4"]  # newer than the 1.14 definitions
     assert encode(service) is None
     assert encode({"apiVersion": "ironlb.io/v1alpha1", "kind": "IPAddressPool"}) is None
     assert encode({"kind": "Secret"}) is None
@@ -275,11 +275,11 @@ def _configmap_raw() -> bytes:
         (_envelope("apps/v1", "DaemonSet", b""), 415, "cannot read protobuf apps/v1 DaemonSet"),
         (MAGIC, 415, "cannot read protobuf (no apiVersion) (no kind)"),
         (_envelope("v1", "ConfigMap", b"", "gzip"), 415, "content encoding 'gzip'"),
-        # ConfigMap.immutable (field 5) is newer than the 2019 definitions
+        # ConfigMap.immutable (field 4, Kubernetes 1.18) is newer than the definitions
         (
-            _envelope("v1", "ConfigMap", _configmap_raw() + b"\x28\x01"),
+            _envelope("v1", "ConfigMap", _configmap_raw() + b"\x20\x01"),
             415,
-            "field number 5 of ConfigMap (ConfigMap), which is newer",
+            "field number 4 of ConfigMap (ConfigMap), newer than",
         ),
         (
             _envelope("v1", "Pod", b"\x12\x03\xd0\x02\x01"),  # spec: {field 42: 1}

@@ -13,7 +13,7 @@ client-go accept too.
 
 A body is refused whole, with one :class:`~ironlb.lab.apiserver.errors.ApiError`
 (400 for a malformed body, 415 for a kind or field these definitions do not
-have), before anything is stored: the definitions are from 2019 (see
+have), before anything is stored: the definitions are Kubernetes 1.14 (see
 :mod:`~ironlb.lab.apiserver.protoschema`), and a field they do not know would
 otherwise be dropped silently.
 """
@@ -61,7 +61,7 @@ def decode(raw: bytes) -> dict[str, Any]:
         raise errors.bad_request(f"the protobuf body is not a valid {kind}: {exc}") from exc
     newer = _unknown_field(message, kind)
     if newer is not None:
-        raise _unsupported(f"{newer}, which is newer than its 2019 protobuf definitions")
+        raise _unsupported(f"{newer}, newer than its protobuf definitions (Kubernetes 1.14)")
     obj: dict[str, Any] = {"apiVersion": api_version, "kind": kind}
     obj.update(to_json(message))
     return obj

@@ -4,9 +4,10 @@ Where the definitions come from:
 
 - ``core/v1`` and apimachinery (``meta/v1`` ``ObjectMeta``, ``Time``,
   ``runtime.Unknown``, ``IntOrString``, ``Quantity``): the descriptors of the
-  PyPI package ``k8s-proto`` 0.0.3 (2019, Kubernetes ~1.15), unchanged, in
-  ``k8s_proto.binpb`` (made by ``scripts/extract_k8s_proto.py``; that
-  package's own modules need protobuf < 4 and cannot be imported).
+  PyPI package ``k8s-proto`` 0.0.3 (2019; its messages are Kubernetes
+  1.14's), unchanged, in ``k8s_proto.binpb`` (made by
+  ``scripts/extract_k8s_proto.py``; that package's own modules need
+  protobuf < 4 and cannot be imported).
 - ``apps/v1`` ``Deployment``: not in ``k8s-proto``; the few messages are
   declared below with the field numbers of Kubernetes'
   ``k8s.io/api/apps/v1/generated.proto`` (field numbers never change).
