@@ -212,6 +212,7 @@ async def test_unreadable_protobuf_bodies_are_refused_and_store_nothing(
         (_with_raw("apps/v1", "DaemonSet", raw), 415, "apps/v1 DaemonSet"),
         (_with_raw("v1", "ConfigMap", raw + b"\x20\x01"), 415, "field number 4 of ConfigMap"),
         (_with_raw("v1", "Secret", raw), 400, "kind"),  # not the kind the URL names
+        (_with_raw("v1", "ConfigMap", b"\x0a\x03\x0a\x01\xff"), 400, "not UTF-8"),
     ]
     for body, code, problem in cases:
         status = await call(http, "POST", CM, code, data=body, headers=PROTOBUF)

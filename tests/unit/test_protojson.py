@@ -260,6 +260,14 @@ def _envelope(api_version: str, kind: str, raw: bytes, encoding: str = "") -> by
     return MAGIC + envelope.SerializeToString()
 
 
+def _far_future_configmap() -> bytes:
+    cls = message_class("v1", "ConfigMap")
+    assert cls is not None
+    message = cls()
+    message.metadata.creationTimestamp.seconds = 2**62  # type: ignore[attr-defined]
+    return message.SerializeToString()
+
+
 def _configmap_raw() -> bytes:
     body = encode({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}})
     assert body is not None
@@ -280,6 +288,14 @@ def _configmap_raw() -> bytes:
             _envelope("v1", "ConfigMap", _configmap_raw() + b"\x20\x01"),
             415,
             "field number 4 of ConfigMap (ConfigMap), newer than",
+        ),
+        (_envelope("v1", "ConfigMap", b"\x0a\x03\x0a\x01\xff"), 400, "Map.metadata.name: a str"),
+        (MAGIC + b"\x0a\x05\x12\x03\xff\xfe\x00", 400, "apiVersion or kind is not UTF-8"),
+        # metadata.creationTimestamp.seconds = 2**62: far past year 9999
+        (
+            _envelope("v1", "ConfigMap", _far_future_configmap()),
+            400,
+            "ConfigMap.metadata.creationTimestamp: not a time",
         ),
         (
             _envelope("v1", "Pod", b"\x12\x03\xd0\x02\x01"),  # spec: {field 42: 1}

@@ -38,7 +38,8 @@ def decode(raw: bytes) -> dict[str, Any]:
     """A protobuf request body as a Kubernetes JSON object (with apiVersion and kind).
 
     Raises :class:`~ironlb.lab.apiserver.errors.ApiError`: 400 for a body that is not the
-    Kubernetes protobuf envelope or not a valid message; 415 for a compressed body, a kind
+    Kubernetes protobuf envelope, not a valid message or without a JSON form (a string that
+    is not UTF-8, a time out of range); 415 for a compressed body, a kind
     without a definition here, or fields newer than the definitions."""
     if not raw.startswith(MAGIC):
         raise errors.bad_request('the protobuf body does not start with the "k8s\\x00" magic')
@@ -49,6 +50,8 @@ def decode(raw: bytes) -> dict[str, Any]:
         raise errors.bad_request(f"the protobuf body is not a runtime.Unknown: {exc}") from exc
     type_meta = envelope.typeMeta  # type: ignore[attr-defined]
     api_version, kind = type_meta.apiVersion, type_meta.kind
+    if not isinstance(api_version, str) or not isinstance(kind, str):
+        raise errors.bad_request("the protobuf body's apiVersion or kind is not UTF-8")
     if envelope.contentEncoding:  # type: ignore[attr-defined]
         raise _unsupported(f"protobuf content encoding {envelope.contentEncoding!r}")  # type: ignore[attr-defined]
     cls = message_class(api_version, kind)
@@ -63,7 +66,10 @@ def decode(raw: bytes) -> dict[str, Any]:
     if newer is not None:
         raise _unsupported(f"{newer}, newer than its protobuf definitions (Kubernetes 1.14)")
     obj: dict[str, Any] = {"apiVersion": api_version, "kind": kind}
-    obj.update(to_json(message))
+    try:
+        obj.update(to_json(message))
+    except ConversionError as exc:
+        raise errors.bad_request(f"the protobuf body has no JSON form: {exc}") from exc
     return obj
 
 

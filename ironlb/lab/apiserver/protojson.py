@@ -139,47 +139,68 @@ class ConversionError(ValueError):
 
 
 def to_json(message: Message) -> dict[str, Any]:
-    """A decoded object message as its Kubernetes JSON dict (without apiVersion/kind)."""
-    return _message_to_json(message)
+    """A decoded object message as its Kubernetes JSON dict (without apiVersion/kind).
+
+    Raises :class:`ConversionError` for what JSON cannot hold: a string that is not UTF-8
+    (proto2 does not check), a time out of range."""
+    return _message_to_json(message, message.DESCRIPTOR.name)
 
 
-def _message_to_json(message: Message) -> dict[str, Any]:
+def _message_to_json(message: Message, path: str) -> dict[str, Any]:
     descriptor = message.DESCRIPTOR
     pointers = POINTER_FIELDS.get(descriptor.full_name, frozenset())
     inline = INLINE_FIELDS.get(descriptor.full_name)
     result: dict[str, Any] = {}
     for field, value in message.ListFields():
+        where = f"{path}.{field.name}"
         if field.name == inline:
-            result.update(_message_to_json(value))
+            result.update(_message_to_json(value, path))
             continue
         if _is_map(field):
             value_field = _message_type(field).fields_by_name["value"]
-            result[field.name] = {key: _value_to_json(value_field, v) for key, v in value.items()}
+            result[field.name] = {
+                _text(key, where): _value_to_json(value_field, item, f"{where}[{key!r}]")
+                for key, item in value.items()
+            }
         elif field.is_repeated:
-            result[field.name] = [_value_to_json(field, item) for item in value]
+            result[field.name] = [
+                _value_to_json(field, item, f"{where}[{index}]") for index, item in enumerate(value)
+            ]
         # a message is there because Go wrote it; a zero value field is Go's omitempty
         elif field.type == FieldDescriptor.TYPE_MESSAGE or value or field.name in pointers:
-            result[field.name] = _value_to_json(field, value)
+            result[field.name] = _value_to_json(field, value, where)
     return result
 
 
-def _value_to_json(field: FieldDescriptor, value: Any) -> Any:
+def _value_to_json(field: FieldDescriptor, value: Any, where: str) -> Any:
     if field.type == FieldDescriptor.TYPE_MESSAGE:
         name = _message_type(field).full_name
         if name in (TIME, MICRO_TIME):
             if not value.seconds and not value.nanos:
                 return None  # Go's zero time.Time marshals to null
-            moment = datetime.fromtimestamp(value.seconds, UTC).replace(
-                microsecond=value.nanos // 1000
-            )
+            try:
+                moment = datetime.fromtimestamp(value.seconds, UTC).replace(
+                    microsecond=value.nanos // 1000
+                )
+            except (ValueError, OverflowError, OSError) as exc:
+                raise ConversionError(f"{where}: not a time: {exc}") from exc
             return format_time(moment) if name == TIME else format_micro_time(moment)
         if name == INT_OR_STRING:
-            return value.strVal if value.type == 1 else value.intVal
+            return _text(value.strVal, where) if value.type == 1 else value.intVal
         if name == QUANTITY:
-            return value.string
-        return _message_to_json(value)
+            return _text(value.string, where)
+        return _message_to_json(value, where)
     if field.type == FieldDescriptor.TYPE_BYTES:
         return base64.b64encode(value).decode("ascii")
+    if field.type == FieldDescriptor.TYPE_STRING:
+        return _text(value, where)
+    return value
+
+
+def _text(value: Any, where: str) -> str:
+    """A proto2 string as read: upb hands back ``bytes`` when it is not valid UTF-8."""
+    if not isinstance(value, str):
+        raise ConversionError(f"{where}: a string that is not UTF-8")
     return value
 
 
