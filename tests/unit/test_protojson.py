@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ironlb.lab.apiserver import errors
 from ironlb.lab.apiserver.protobody import MAGIC, decode, encode, prefers_protobuf
@@ -331,3 +334,51 @@ def test_bodies_that_cannot_be_read_are_one_clear_status(
 )
 def test_accept_negotiation(accept: str | None, expected: bool) -> None:
     assert prefers_protobuf(accept) is expected
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes | int) -> bytes:
+    if isinstance(payload, int):
+        return _varint(number << 3) + _varint(payload)
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+_NUMBERS = st.integers(min_value=1, max_value=40)
+_LEAF = st.one_of(
+    st.builds(_field, _NUMBERS, st.integers(min_value=0, max_value=2**64 - 1)),
+    st.builds(_field, _NUMBERS, st.binary(max_size=12)),
+    st.builds(_field, _NUMBERS, st.text(max_size=12).map(str.encode)),
+)
+# well-formed wire data of random fields, nested: unknown numbers, wrong types, bad UTF-8
+_WIRE = st.recursive(
+    st.lists(_LEAF, max_size=4).map(b"".join),
+    lambda inner: st.lists(st.one_of(_LEAF, st.builds(_field, _NUMBERS, inner)), max_size=4).map(
+        b"".join
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    kind=st.sampled_from(["ConfigMap", "Secret", "Pod", "Service", "Namespace", "Deployment"]),
+    raw=st.one_of(st.binary(max_size=200), _WIRE),
+)
+def test_any_object_bytes_decode_to_plain_json_or_one_status(kind: str, raw: bytes) -> None:
+    """Whatever bytes a client sends as an object, the answer is a JSON dict or a 400/415."""
+    api_version = "apps/v1" if kind == "Deployment" else "v1"
+    try:
+        obj = decode(_envelope(api_version, kind, raw))
+    except errors.ApiError as exc:
+        assert exc.code in (400, 415) and "\n" not in exc.message
+        return
+    assert json.loads(json.dumps(obj, allow_nan=False)) == obj
+    assert obj["kind"] == kind
