@@ -15,10 +15,15 @@ bodies), ``tables`` (``kubectl get`` columns), ``openapi`` (the index
 kubectl validates with), ``admission`` (validating webhooks), ``http``
 (aiohttp routes), ``watches`` (watch streams), ``kubeconfig``, ``server``.
 
-Not served: protobuf or CBOR bodies (``kubectl create configmap``-style typed
-kubectl commands send protobuf and get 415; ``kubectl create/apply -f`` and
-every Python client send JSON), server-side apply, dryRun, mutating webhooks
-(validating ones are called, see ``admission``), authentication and RBAC (any
+Protobuf bodies (kubectl's typed ``create`` commands, client-go typed
+clients) are read and answered for core/v1 kinds and Deployments:
+``protobody`` (envelope, negotiation), ``protojson`` (Go's JSON rules),
+``protoschema`` (the definitions).
+
+Not served: CBOR bodies, protobuf for other kinds or for fields newer than
+Kubernetes 1.14 (415), protobuf watch streams (they are JSON), server-side
+apply, dryRun, mutating webhooks (validating ones are called, see
+``admission``), authentication and RBAC (any
 bearer token or none is accepted), ``limit``/``continue`` paging (lists are
 returned whole).
 """

@@ -5,7 +5,9 @@ into :class:`~ironlb.lab.apiserver.cluster.Cluster` calls and renders the
 results (objects, ``<Kind>List`` bodies, Tables for kubectl, ``Status``
 errors). Writes pass the matching validating webhooks first
 (:mod:`~ironlb.lab.apiserver.admission`); watches are served by
-:mod:`~ironlb.lab.apiserver.watches`.
+:mod:`~ironlb.lab.apiserver.watches`. Protobuf bodies are read and, for a
+client that prefers them, written by :mod:`~ironlb.lab.apiserver.protobody`;
+everything else (errors, Tables, watches, discovery) is JSON.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ from ironlb.lab.apiserver.admission import CONFIGS, AdmissionCaller, Attributes,
 from ironlb.lab.apiserver.cluster import Cluster, StaleError, render
 from ironlb.lab.apiserver.openapi import openapi_document, openapi_index
 from ironlb.lab.apiserver.patching import SUPPORTED as PATCH_TYPES
+from ironlb.lab.apiserver.protobody import MEDIA_TYPE as PROTOBUF
+from ironlb.lab.apiserver.protobody import decode as decode_protobuf
+from ironlb.lab.apiserver.protobody import encode as encode_protobuf
+from ironlb.lab.apiserver.protobody import prefers_protobuf
 from ironlb.lab.apiserver.registry import CRDS, ResourceType
 from ironlb.lab.apiserver.selectors import SelectorError, make_filter
 from ironlb.lab.apiserver.tables import crd_columns, table, wants_table
@@ -58,6 +64,15 @@ def _json(body: Any, status: int = 200) -> web.Response:
     return web.Response(
         body=json.dumps(body).encode(), status=status, content_type="application/json"
     )
+
+
+def _object(request: web.Request, body: dict[str, Any], status: int = 200) -> web.Response:
+    """An object or list: protobuf when the client prefers it and the kind fits, else JSON."""
+    if prefers_protobuf(request.headers.get("Accept")):
+        encoded = encode_protobuf(body)
+        if encoded is not None:
+            return web.Response(body=encoded, status=status, content_type=PROTOBUF)
+    return _json(body, status)
 
 
 class ApiHandler:
@@ -167,21 +182,22 @@ class ApiHandler:
                 if wants_table(request.headers.get("Accept")):
                     rendered = [render(rtype, item) for item in items]
                     return _json(self._table(request, rtype, rendered, rv))
-                return _json(self._list_body(rtype, items, rv))
+                return _object(request, self._list_body(rtype, items, rv))
             if method == "POST" and (ns is not None or not rtype.namespaced):
                 body = await self._body(request)
                 created = await self._admitted(target, "CREATE", body)
-                return _json(render(rtype, created), 201)
+                return _object(request, render(rtype, created), 201)
             if method == "DELETE" and (ns is not None or not rtype.namespaced):
                 return await self._delete_collection(request, target)
             raise errors.method_not_allowed(method, path)
         if method == "GET":
-            return _json(
-                self._presenter(request, rtype)(render(rtype, cluster.get(rtype, ns, name)))
-            )
+            obj = render(rtype, cluster.get(rtype, ns, name))
+            if wants_table(request.headers.get("Accept")):
+                return _json(self._presenter(request, rtype)(obj))
+            return _object(request, obj)
         if method == "PUT":
             body = await self._body(request)
-            return _json(render(rtype, await self._admitted(target, "UPDATE", body)))
+            return _object(request, render(rtype, await self._admitted(target, "UPDATE", body)))
         if method == "PATCH":
             content_type = request.headers.get("Content-Type", "")
             media = content_type.split(";", 1)[0].strip().lower()
@@ -189,12 +205,12 @@ class ApiHandler:
                 raise errors.unsupported_media_type(media)
             body = await self._body(request, content_type="application/json")
             patched = await self._admitted(target, "UPDATE", body, content_type)
-            return _json(render(rtype, patched))
+            return _object(request, render(rtype, patched))
         if method == "DELETE" and target.subresource is None:
             options = await self._body(request, allow_empty=True) or {}
             if not isinstance(options, Mapping):
                 raise errors.bad_request("DeleteOptions must be an object")
-            return _json(render(rtype, cluster.delete(rtype, ns, name, options)))
+            return _object(request, render(rtype, cluster.delete(rtype, ns, name, options)))
         raise errors.method_not_allowed(method, path)
 
     async def _admitted(
@@ -277,9 +293,16 @@ class ApiHandler:
     async def _body(
         request: web.Request, *, content_type: str | None = None, allow_empty: bool = False
     ) -> Any:
-        if "protobuf" in request.content_type or "cbor" in request.content_type:
+        if "cbor" in request.content_type or (
+            "protobuf" in request.content_type
+            and (content_type is not None or request.content_type != PROTOBUF)
+        ):
             raise errors.unsupported_media_type(request.content_type)
         raw = await request.read()
+        if request.content_type == PROTOBUF:
+            if not raw and allow_empty:
+                return None
+            return decode_protobuf(raw)
         if not raw.strip():
             if allow_empty:
                 return None
@@ -319,6 +342,7 @@ class ApiHandler:
             except errors.ApiError as exc:
                 if exc.code != 404:
                     raise
-        return _json(
-            self._list_body(target.rtype, deleted, str(self.cluster.store.resource_version))
+        return _object(
+            request,
+            self._list_body(target.rtype, deleted, str(self.cluster.store.resource_version)),
         )
