@@ -10,7 +10,7 @@ from types import TracebackType
 from aiohttp import web
 
 from ironlb.lab.apiserver.cluster import Cluster
-from ironlb.lab.apiserver.http import ApiHandler
+from ironlb.lab.apiserver.http import VERSION_INFO, ApiHandler
 from ironlb.lab.apiserver.kubeconfig import write_kubeconfig
 from ironlb.lab.apiserver.store import ObjectStore
 
@@ -21,7 +21,9 @@ class LocalApiServer:
     ``slow_paths`` (path -> seconds, settable at any time) holds back every
     non-watch request to exactly that path by that long before answering, to
     play a slow or overloaded API server; ``slowed_requests`` counts the
-    answers so held back (both for tests).
+    answers so held back (both for tests). ``version_info`` is what
+    ``GET /version`` answers (Kubernetes 1.32 unless a test changes it, at any
+    time, to play an older server).
     """
 
     def __init__(
@@ -40,6 +42,7 @@ class LocalApiServer:
         self._handler: ApiHandler | None = None
         self.slow_paths: dict[str, float] = {}
         self.slowed_requests = 0
+        self.version_info: dict[str, str] = dict(VERSION_INFO)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         assert self._handler is not None
@@ -57,7 +60,7 @@ class LocalApiServer:
         if self._runner is not None:
             raise RuntimeError("the server is already started")
         app = web.Application(client_max_size=16 * 1024 * 1024)
-        self._handler = ApiHandler(self.cluster, self._bookmark_interval)
+        self._handler = ApiHandler(self.cluster, self._bookmark_interval, self.version_info)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await runner.setup()
