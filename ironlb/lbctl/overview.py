@@ -47,12 +47,13 @@ _FAMILIES = ("IPv4", "IPv6")
 
 
 def figure(n: int) -> str:
-    """``n`` for a person: exact up to seven digits, else ``9.2e18``; the int64 cap gets ``+``."""
+    """``n`` for a person: exact up to seven digits, else ``1.8e19``; the int64 cap (the CRD's
+    counters stop there) reads ``9.2e18+``, "at least"."""
     if n < 10_000_000:
         return str(n)
     mantissa, exponent = f"{n:.1e}".split("e")
     text = f"{mantissa}e{int(exponent)}"
-    return text + "+" if n >= INT64_MAX else text
+    return text + "+" if n == INT64_MAX else text
 
 
 @dataclass(frozen=True)
