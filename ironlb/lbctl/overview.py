@@ -3,9 +3,12 @@
 Pool figures are the pool's own ``status`` counters (``assignedIPv4/IPv6``,
 ``availableIPv4/IPv6``), the same numbers ``kubectl get ipaddresspools`` and
 the ``Ready`` condition show, never a recount. Those counters are capped at
-2^63-1 (int64) for huge IPv6 ranges, so a capped figure prints as one short
-number with ``+`` ("at least"), e.g. ``9.2e18+``; any figure of more than
-seven digits prints in that short form (``1.8e19``).
+2^63-1 (int64) for huge IPv6 ranges; the condition's message is not. For a
+capped counter the exact figure is the pool's size (from its spec, the
+allocator's own :meth:`~ironlb.operator.pools.Pool.size`) minus the assigned
+count, which is the number the condition states; without a parsable spec it
+prints as the cap with ``+`` ("at least"). Any figure of more than seven
+digits prints in one short form: ``1.8e19`` for a /64.
 
 A speaker is live while its Lease ``ironlb-speaker-<node>`` has a holder and
 ``renewTime + leaseDurationSeconds`` is in the future, the rule the speakers
@@ -58,15 +61,35 @@ def figure(n: int) -> str:
 
 @dataclass(frozen=True)
 class FamilyUsage:
-    """Addresses of one family in one pool, from its status (``None``: not reported yet)."""
+    """Addresses of one family in one pool, from its status (``None``: not reported yet).
+
+    ``free`` is the status counter (capped at 2^63-1); ``exact_free`` is the
+    uncapped figure when the counter is capped and the spec gives the size.
+    """
 
     family: str
     used: int | None
     free: int | None
+    exact_free: int | None = None
+
+    @property
+    def shown_free(self) -> str:
+        """The free figure to print: exact if known, else the counter (``+`` when capped)."""
+        if self.exact_free is not None:
+            return figure(self.exact_free)
+        return "-" if self.free is None else figure(self.free)
 
     def as_dict(self) -> dict[str, Any]:
         capped = self.free is not None and self.free >= INT64_MAX
-        return {"family": self.family, "used": self.used, "free": self.free, "freeCapped": capped}
+        out: dict[str, Any] = {
+            "family": self.family,
+            "used": self.used,
+            "free": self.free,
+            "freeCapped": capped,
+        }
+        if self.exact_free is not None:
+            out["freeExact"] = self.exact_free
+        return out
 
 
 def _int(value: object) -> int | None:
@@ -89,30 +112,47 @@ def pool_usage(pool: Mapping[str, Any]) -> list[FamilyUsage]:
     for family in _FAMILIES:
         if _int(status.get(f"assigned{family}")) or _int(status.get(f"available{family}")):
             families.add(family)
-    return [
-        FamilyUsage(f, _int(status.get(f"assigned{f}")), _int(status.get(f"available{f}")))
-        for f in _FAMILIES
-        if f in families
-    ]
+    out = []
+    for family in _FAMILIES:
+        if family not in families:
+            continue
+        used = _int(status.get(f"assigned{family}"))
+        free = _int(status.get(f"available{family}"))
+        exact = None
+        if free is not None and free >= INT64_MAX and used is not None and used < INT64_MAX:
+            exact = _size(pool, 6 if family == "IPv6" else 4)
+            exact = None if exact is None else max(0, exact - used)
+        out.append(FamilyUsage(family, used, free, exact))
+    return out
+
+
+def _size(pool: Mapping[str, Any], version: int) -> int | None:
+    """The pool's allocatable addresses of ``version`` (4/6) from its spec, None if invalid."""
+    from ironlb.operator.pools import PoolError, parse_pool
+
+    name = str((pool.get("metadata") or {}).get("name") or "")
+    try:
+        return parse_pool(name, pool.get("spec") or {}).size(version)
+    except PoolError:
+        return None
 
 
 def usage_bar(used: int | None, free: int | None, width: int = BAR_WIDTH) -> str:
     """``[####----]``: the used share of ``used + free`` in ``width`` cells (``#`` used).
 
     Any use shows at least one ``#`` and a pool with room left at least one
-    ``-``, so neither "empty" nor "full" is shown unless true. Unknown
-    counts give ``[????]``.
+    ``-``, so neither "empty" nor "full" is shown unless true. A pool of no
+    addresses is blank; unknown counts give ``[????]``.
     """
     if used is None or free is None:
         return "[" + "?" * width + "]"
-    total = used + free
-    cells = 0 if total == 0 else round(width * used / total)
+    if used == 0 and free == 0:
+        return "[" + " " * width + "]"
+    cells = round(width * used / (used + free))
     if used and cells == 0:
         cells = 1
     if free and cells == width:
         cells = width - 1
-    if total == 0:
-        return "[" + " " * width + "]"
     return "[" + "#" * cells + "-" * (width - cells) + "]"
 
 
@@ -206,9 +246,9 @@ def pool_table(pools: Sequence[Mapping[str, Any]], *, wide: bool = False) -> str
             row = [
                 name,
                 use.family,
-                usage_bar(use.used, use.free),
+                usage_bar(use.used, use.free if use.exact_free is None else use.exact_free),
                 "-" if use.used is None else figure(use.used),
-                "-" if use.free is None else figure(use.free),
+                use.shown_free,
                 pool_state(pool),
             ]
             if wide:

@@ -518,12 +518,13 @@ def test_status_one_screen(
     assert rows == [
         ["POOL", "FAMILY", "USAGE", "USED", "FREE", "STATUS"],
         ["v6", "IPv4", "[##########----------]", "2", "2", "Ready"],
-        ["v6", "IPv6", "[#-------------------]", "3", "9.2e18+", "Ready"],
+        ["v6", "IPv6", "[#-------------------]", "3", "1.8e19", "Ready"],
         ["web", "IPv4", "[#-------------------]", "1", "15", "Ready"],
     ]
-    # what kubectl get shows for the same pool: the capped counter, the same figure
+    # kubectl get shows the capped counter; the screen shows the exact figure the condition says
     stored = client.CustomObjectsApi(api).get_cluster_custom_object(*GVP, "v6")["status"]
     assert stored["availableIPv6"] == 2**63 - 1
+    assert f"{2**64 - 3 + 2} available" in stored["conditions"][0]["message"]
     assert lines[7] == "Speakers:   1 live, 2 node(s)"
     header, one, two = (line.split() for line in lines[8:11])
     assert header == ["NODE", "SPEAKER", "HEARTBEAT", "NODE-READY"]
@@ -550,6 +551,7 @@ def test_status_one_screen(
         "used": 3,
         "free": 2**63 - 1,
         "freeCapped": True,
+        "freeExact": 2**64 - 3,
     }
     speakers = {s["node"]: s for s in body["speakers"]}
     assert speakers["node-1"]["live"] is True and speakers["node-2"]["live"] is False
