@@ -13,7 +13,7 @@ import sys
 from datetime import UTC, datetime
 
 from ironlb.lbctl import doctor, overview, render
-from ironlb.lbctl.client import Cluster
+from ironlb.lbctl.client import Cluster, LbctlError
 from ironlb.lbctl.facts import CONTROLLER_LEASE, gather
 from ironlb.lbctl.health import assess
 
@@ -88,7 +88,18 @@ def services_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
     return 0
 
 
+def _checked_namespace(args: argparse.Namespace) -> str:
+    """``--namespace``, refused (exit 2) before any request unless it can name a Namespace."""
+    from ironlb.lbctl.pools import namespace_name_problem
+
+    problem = namespace_name_problem(args.namespace)
+    if problem is not None:
+        raise LbctlError(f"--namespace {args.namespace!r} is not a namespace name: {problem}", 2)
+    return str(args.namespace)
+
+
 def status_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
+    _checked_namespace(args)
     now = datetime.now(UTC)
     facts = gather(cluster, args.namespace)
     health = assess(
@@ -116,6 +127,7 @@ def status_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
 
 
 def doctor_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
+    _checked_namespace(args)
     checks = doctor.run_checks(gather(cluster, args.namespace, full=True), datetime.now(UTC))
     failed = any(c.verdict == "fail" for c in checks)
     if args.output in ("json", "yaml"):

@@ -395,6 +395,25 @@ def test_doctor_each_check_turns(
     assert code == (1 if verdict == "fail" else 0)
 
 
+def test_doctor_foreign_crds_alone_are_fine(
+    healthy: Path, api: client.ApiClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Cilium as the CNI installs its CRDs; without pools its LB-IPAM does nothing."""
+    foreign_crd(
+        api, "ciliumloadbalancerippools", "cilium.io", "CiliumLoadBalancerIPPool", "v2alpha1"
+    )
+    workload(api, "Deployment", "kube-system", "coredns", app="kube-dns")
+    code, checks = doctor(capsys, healthy)
+    assert code == 0
+    assert checks["cilium"] == {
+        "name": "cilium",
+        "verdict": "ok",
+        "detail": "Cilium present, its LB-IPAM has no pools",
+        "fix": "",
+    }
+    assert checks["metallb"]["verdict"] == checks["kube-vip"]["verdict"] == "ok"
+
+
 def test_doctor_speaker_daemonset_node_selector(
     healthy: Path, api: client.ApiClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -489,6 +508,17 @@ def test_doctor_unreachable_and_bad_flags(
         run(capsys, "--kubeconfig", str(healthy), "doctor", "-o", "xml")
     assert exited.value.code == 2
     assert "invalid choice: 'xml'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["status", "doctor"])
+@pytest.mark.parametrize("bad", ["Ironlb", "ironlb system", "-x", "a" * 64])
+def test_bad_namespace_refused(
+    healthy: Path, capsys: pytest.CaptureFixture[str], command: str, bad: str
+) -> None:
+    code, out, err = run(capsys, "--kubeconfig", str(healthy), command, f"--namespace={bad}")
+    assert (code, out) == (2, "")
+    assert err.startswith(f"lbctl: --namespace {bad!r} is not a namespace name: ")
+    assert err.count("\n") == 1
 
 
 # --- status: the one screen ----------------------------------------------------------------------
