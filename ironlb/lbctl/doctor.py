@@ -138,6 +138,13 @@ def check_controller(facts: Facts, now: datetime) -> Check:
     return Check("controller", "ok", f"leader {holder}, Lease {ref} fresh ({left:.0f}s left)")
 
 
+def _dig(obj: Mapping[str, Any] | None, *keys: str) -> Mapping[str, Any]:
+    """``obj[k1][k2]...``, an empty mapping wherever a level is missing."""
+    for key in keys:
+        obj = (obj or {}).get(key)
+    return obj or {}
+
+
 def _selector_matches(selector: Mapping[str, Any], labels: Mapping[str, Any]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
@@ -158,10 +165,7 @@ def speaker_daemonset(facts: Facts) -> Mapping[str, Any] | None:
 def check_speakers(facts: Facts, now: datetime) -> Check:
     """Every Node the speaker DaemonSet's ``nodeSelector`` picks (all Nodes without one)
     must have a live speaker; a NotReady Node without one is only a warning."""
-    ds = speaker_daemonset(facts)
-    selector = ((((ds or {}).get("spec") or {}).get("template") or {}).get("spec") or {}).get(
-        "nodeSelector"
-    ) or {}
+    selector = _dig(speaker_daemonset(facts), "spec", "template", "spec", "nodeSelector")
     wanted = {
         str((n.get("metadata") or {}).get("name"))
         for n in facts.nodes
@@ -169,7 +173,6 @@ def check_speakers(facts: Facts, now: datetime) -> Check:
     }
     rows: list[Speaker] = speakers(facts.nodes, facts.speaker_leases, now)
     ns = facts.namespace
-    fix = f"kubectl -n {ns} get pods -o wide; kubectl -n {ns} get leases"
     if not facts.nodes:
         return Check("speakers", "warn", "the API lists no Nodes", "kubectl get nodes")
 
@@ -184,11 +187,13 @@ def check_speakers(facts: Facts, now: datetime) -> Check:
     dead_down = [why(s) for s in rows if s.node in wanted and not s.node_ready and not s.live]
     live = sum(1 for s in rows if s.node in wanted and s.live)
     if dead_ready:
+        first = dead_ready[0].split(" ", 1)[0]
         return Check(
             "speakers",
             "fail",
             f"{len(dead_ready)} Ready node(s) without a live speaker: {_listed(dead_ready)}",
-            fix,
+            f"kubectl -n {ns} get pods -o wide --field-selector spec.nodeName={first}; "
+            f"kubectl -n {ns} get lease ironlb-speaker-{first} -o yaml",
         )
     if dead_down:
         return Check(

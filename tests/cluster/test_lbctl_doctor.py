@@ -418,7 +418,12 @@ def test_doctor_speaker_daemonset_node_selector(
     healthy: Path, api: client.ApiClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
     add_node(api, "edge-1", role="edge")  # Ready, no speaker: fine once the DaemonSet skips it
-    assert doctor(capsys, healthy)[1]["speakers"]["verdict"] == "fail"
+    failing = doctor(capsys, healthy)[1]["speakers"]
+    assert failing["verdict"] == "fail"
+    assert failing["fix"] == (
+        "kubectl -n ironlb-system get pods -o wide --field-selector spec.nodeName=edge-1; "
+        "kubectl -n ironlb-system get lease ironlb-speaker-edge-1 -o yaml"
+    )
     workload(api, "DaemonSet", NS, "ironlb-speaker")
     client.AppsV1Api(api).patch_namespaced_daemon_set(
         "ironlb-speaker",
