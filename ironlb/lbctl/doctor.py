@@ -257,11 +257,12 @@ def check_pools(facts: Facts, now: datetime) -> Check:
         if state.startswith("Invalid") and _name(pool) not in told:
             problems.append(f"{_name(pool)}: {state}")
     if problems:
+        first = problems[0].split(":", 1)[0]
         return Check(
             "pools",
             "fail",
             f"{len(problems)} pool problem(s): {'; '.join(problems)}",
-            "lbctl pool show NAME; fix or delete the pool: lbctl pool delete NAME",
+            f"lbctl pool show {first}; fix its spec or delete it: lbctl pool delete {first}",
         )
     waiting = [_name(p) for p in ordered if pool_state(p) != "Ready"]
     if waiting:
@@ -430,18 +431,21 @@ def check_foreign_addresses(facts: Facts, now: datetime) -> Check:
     """Services ironlb handles (no or ironlb's ``loadBalancerClass``) that have an address
     but not the ``ironlb.io/ip-allocated-from-pool`` annotation ironlb writes with every
     address it gives: another implementation wrote that status."""
-    foreign = [
-        f"{_name(s)} ({','.join(external_ips(s))})"
+    theirs = [
+        s
         for s in sorted(facts.services, key=_name)
         if handled_by_ironlb(s) and external_ips(s) and ALLOCATED_FROM_POOL not in _annotations(s)
     ]
-    if foreign:
+    if theirs:
+        foreign = [f"{_name(s)} ({','.join(external_ips(s))})" for s in theirs]
+        meta = theirs[0].get("metadata") or {}
         return Check(
             "foreign-addresses",
             "fail",
             f"{len(foreign)} Service(s) got an address ironlb did not give: {_listed(foreign)}",
             "another load balancer is active (see metallb, kube-vip, cilium); who wrote it: "
-            "kubectl get service -n NS NAME -o yaml --show-managed-fields",
+            f"kubectl -n {meta.get('namespace')} get service {meta.get('name')} -o yaml "
+            "--show-managed-fields",
         )
     return Check("foreign-addresses", "ok", "every LoadBalancer address was given by ironlb")
 

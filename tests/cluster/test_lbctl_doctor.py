@@ -375,6 +375,17 @@ BREAKERS: list[tuple[Breaker, str, str, str]] = [
 ]
 
 
+#: The exact fix for a few breakers: it names the object concerned.
+FIXES: dict[Breaker, str] = {
+    _bad_pool: "lbctl pool show hostbits; fix its spec or delete it: lbctl pool delete hostbits",
+    _foreign_address: "another load balancer is active (see metallb, kube-vip, cilium); who "
+    "wrote it: kubectl -n default get service theirs -o yaml --show-managed-fields",
+    _pending: "lbctl services; kubectl -n default describe service waiting",
+    _no_secret: "kubectl -n ironlb-system create secret generic ironlb-heartbeat "
+    "--from-literal=key=$(head -c32 /dev/urandom | base64)",
+}
+
+
 @pytest.mark.parametrize(
     ("breaker", "name", "verdict", "words"), BREAKERS, ids=[b[0].__name__ for b in BREAKERS]
 )
@@ -393,6 +404,8 @@ def test_doctor_each_check_turns(
     check = only_verdict(checks, name, verdict)
     assert words in check["detail"], check
     assert code == (1 if verdict == "fail" else 0)
+    if breaker in FIXES:
+        assert check["fix"] == FIXES[breaker]
 
 
 def test_doctor_foreign_crds_alone_are_fine(
