@@ -4,7 +4,9 @@ Pure: every check takes a :class:`~ironlb.lbctl.facts.Facts` (read by
 :func:`ironlb.lbctl.facts.gather`) and the current time, and returns one
 :class:`Check`. A verdict is ``ok``, ``warn`` (works, but someone should
 know) or ``fail`` (something is broken or will be); ``doctor`` exits 1 when
-any check fails. The fix is a command to run, or the one thing to do.
+any check fails. The fix is a command to run, or the one thing to do. A
+check whose facts the user may not read (RBAC 403, see
+:attr:`~ironlb.lbctl.facts.Facts.forbidden`) is a ``warn`` saying so.
 
 Why the checks are these:
 
@@ -84,6 +86,18 @@ def _name(obj: Mapping[str, Any]) -> str:
 def _listed(names: Sequence[str], limit: int = 4) -> str:
     more = f" and {len(names) - limit} more" if len(names) > limit else ""
     return ", ".join(names[:limit]) + more
+
+
+def _cannot(facts: Facts, name: str, key: str, what: str, verb: str) -> Check | None:
+    """A ``warn`` when the read ``key`` was forbidden (RBAC), else None."""
+    if key not in facts.forbidden:
+        return None
+    return Check(
+        name,
+        "warn",
+        f"not allowed to read {what}, so this was not checked: {facts.forbidden[key]}",
+        f"kubectl auth can-i {verb}; run lbctl doctor as a user who may",
+    )
 
 
 # --- ironlb itself -------------------------------------------------------------------------------
@@ -173,6 +187,9 @@ def check_speakers(facts: Facts, now: datetime) -> Check:
     }
     rows: list[Speaker] = speakers(facts.nodes, facts.speaker_leases, now)
     ns = facts.namespace
+    denied = _cannot(facts, "speakers", "nodes", "Nodes", "list nodes")
+    if denied is not None:
+        return denied
     if not facts.nodes:
         return Check("speakers", "warn", "the API lists no Nodes", "kubectl get nodes")
 
@@ -213,6 +230,15 @@ def check_secret(facts: Facts, now: datetime) -> Check:
         f"kubectl -n {ns} create secret generic {HEARTBEAT_SECRET} "
         "--from-literal=key=$(head -c32 /dev/urandom | base64)"
     )
+    denied = _cannot(
+        facts,
+        "heartbeat-secret",
+        "secret",
+        f"Secret {ns}/{HEARTBEAT_SECRET}",
+        f"get secrets -n {ns}",
+    )
+    if denied is not None:
+        return denied
     if facts.secret is None:
         return Check("heartbeat-secret", "fail", f"Secret {ns}/{HEARTBEAT_SECRET} not found", fix)
     try:
@@ -372,7 +398,8 @@ def check_metallb(facts: Facts, now: datetime) -> Check:
             f"MetalLB CRDs left behind ({_listed(crds)}), no MetalLB workload runs",
             f"kubectl delete crd {' '.join(crds)}",
         )
-    return Check("metallb", "ok", "no MetalLB")
+    denied = _cannot(facts, "metallb", "workloads", "Deployments/DaemonSets", "list daemonsets -A")
+    return denied or Check("metallb", "ok", "no MetalLB")
 
 
 def check_kube_vip(facts: Facts, now: datetime) -> Check:
@@ -401,7 +428,11 @@ def check_kube_vip(facts: Facts, now: datetime) -> Check:
             f"kube-vip.io/ annotations on {_listed(annotated)} (ignored by ironlb)",
             "use ironlb.io/loadBalancerIPs instead of kube-vip.io/loadbalancerIPs",
         )
-    return Check("kube-vip", "ok", "no kube-vip")
+    denied = _cannot(facts, "kube-vip", "workloads", "Deployments/DaemonSets", "list daemonsets -A")
+    denied = denied or _cannot(
+        facts, "kube-vip", "pods", "Pods in kube-system", "list pods -n kube-system"
+    )
+    return denied or Check("kube-vip", "ok", "no kube-vip")
 
 
 def check_cilium(facts: Facts, now: datetime) -> Check:
@@ -422,6 +453,11 @@ def check_cilium(facts: Facts, now: datetime) -> Check:
             f"{len(policies)} CiliumL2AnnouncementPolicy(s) but no Cilium IP pool",
             "kubectl delete ciliuml2announcementpolicies --all",
         )
+    denied = _cannot(
+        facts, "cilium", "cilium", "Cilium's pools/policies", "list ciliumloadbalancerippools"
+    )
+    if denied is not None:
+        return denied
     if facts.crd(CILIUM_POOLS) is not None:
         return Check("cilium", "ok", "Cilium present, its LB-IPAM has no pools")
     return Check("cilium", "ok", "no Cilium load-balancer objects")

@@ -8,12 +8,18 @@ screen shows; ``doctor`` (``full=True``) also reads the heartbeat Secret,
 the server version, every CRD, Deployments and DaemonSets in all
 namespaces, the Pods of ``kube-system`` (where kube-vip runs as a static
 Pod) and Cilium's load-balancer objects when Cilium's CRDs exist.
+
+For ``doctor``, a read the user is not allowed (403 Forbidden: RBAC) does
+not end the run: it is recorded in :attr:`Facts.forbidden` and the checks
+that needed it say so (``warn``), while the others still run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from ironlb.lbctl.client import CRD_NAME, VERSION, Cluster, LbctlError
 
@@ -37,6 +43,7 @@ CILIUM_L2 = "ciliuml2announcementpolicies.cilium.io"
 CILIUM_CRDS = (CILIUM_POOLS, CILIUM_L2)
 
 Obj = dict[str, Any]
+T = TypeVar("T")
 
 
 @dataclass
@@ -58,6 +65,8 @@ class Facts:
     workloads: list[Obj] = field(default_factory=list)
     system_pods: list[Obj] = field(default_factory=list)
     cilium_objects: dict[str, list[Obj]] = field(default_factory=dict)
+    #: what could not be read for lack of permission: key -> the API's message
+    forbidden: dict[str, str] = field(default_factory=dict)
 
     def crd(self, name: str) -> Obj | None:
         """The CRD called ``name`` (``<plural>.<group>``), or None."""
@@ -83,6 +92,17 @@ def crd_storage_version(crd: Obj) -> str | None:
     return None if chosen is None else str(chosen.get("name"))
 
 
+def _allowed(facts: Facts, key: str, read: Callable[[], T], default: T) -> T:
+    """``read()``, or ``default`` with ``facts.forbidden[key]`` set when the API says 403."""
+    try:
+        return read()
+    except LbctlError as exc:
+        if exc.status != 403:
+            raise
+        facts.forbidden[key] = exc.message
+        return default
+
+
 def gather(cluster: Cluster, namespace: str, *, full: bool = False) -> Facts:
     """Read the facts; ``namespace`` holds the controller Lease, speaker Leases and Secret.
 
@@ -96,18 +116,20 @@ def gather(cluster: Cluster, namespace: str, *, full: bool = False) -> Facts:
     except LbctlError as exc:
         if exc.status != 404:
             raise
-    facts.nodes = cluster.list_nodes()
+    facts.nodes = _allowed(facts, "nodes", cluster.list_nodes, []) if full else cluster.list_nodes()
     if facts.crd_serves_ours:
         facts.pools = cluster.list_pools()
     facts.services = cluster.list_services()
     facts.events = cluster.list_service_events()
     if not full:
         return facts
-    facts.secret = cluster.get_secret(namespace, HEARTBEAT_SECRET)
+    facts.secret = _allowed(
+        facts, "secret", lambda: cluster.get_secret(namespace, HEARTBEAT_SECRET), None
+    )
     facts.version = cluster.server_version()
-    facts.workloads = cluster.list_workloads()
+    facts.workloads = _allowed(facts, "workloads", cluster.list_workloads, [])
     try:
-        facts.system_pods = cluster.list_pods("kube-system")
+        facts.system_pods = _allowed(facts, "pods", lambda: cluster.list_pods("kube-system"), [])
     except LbctlError as exc:
         if exc.status != 404:
             raise
@@ -116,5 +138,7 @@ def gather(cluster: Cluster, namespace: str, *, full: bool = False) -> Facts:
         version = None if crd is None else crd_storage_version(crd)
         if crd is not None and version is not None:
             plural, group = name.split(".", 1)
-            facts.cilium_objects[name] = cluster.list_cluster_objects(group, version, plural)
+            facts.cilium_objects[name] = _allowed(
+                facts, "cilium", partial(cluster.list_cluster_objects, group, version, plural), []
+            )
     return facts

@@ -626,3 +626,48 @@ def test_status_healthy_and_orphan_lease_subprocess(healthy: Path, api: client.A
     assert "Speakers:   3 live, 2 node(s)" in result.stdout
     orphan = next(line for line in result.stdout.splitlines() if "gone-node" in line)
     assert orphan.split()[1] == "live" and orphan.split()[-1] == "Node>"
+
+
+# --- doctor without every permission -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("paths", "warned"),
+    [
+        (["/api/v1/namespaces/ironlb-system/secrets/ironlb-heartbeat"], {"heartbeat-secret"}),
+        (["/api/v1/nodes"], {"speakers"}),
+        (["/apis/apps/v1/daemonsets"], {"metallb", "kube-vip"}),
+        (["/api/v1/namespaces/kube-system/pods"], {"kube-vip"}),
+        (["/apis/cilium.io/v2alpha1/ciliumloadbalancerippools"], {"cilium"}),
+    ],
+)
+def test_doctor_forbidden_reads_warn_and_the_rest_runs(
+    healthy: Path,
+    api: client.ApiClient,
+    api_thread: ServerThread,
+    capsys: pytest.CaptureFixture[str],
+    paths: list[str],
+    warned: set[str],
+) -> None:
+    foreign_crd(
+        api, "ciliumloadbalancerippools", "cilium.io", "CiliumLoadBalancerIPPool", "v2alpha1"
+    )
+    api_thread.server.forbidden_paths.update(paths)
+    code, checks = doctor(capsys, healthy)
+    assert code == 0
+    assert {n for n, c in checks.items() if c["verdict"] != "ok"} == warned
+    for name in warned:
+        assert checks[name]["verdict"] == "warn"
+        assert checks[name]["detail"].startswith("not allowed to read ")
+        assert "is forbidden for this user" in checks[name]["detail"]
+        assert checks[name]["fix"].startswith("kubectl auth can-i ")
+
+
+def test_doctor_forbidden_core_read_is_one_line_error(
+    healthy: Path, api_thread: ServerThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api_thread.server.forbidden_paths.add("/api/v1/services")
+    code, out, err = run(capsys, "--kubeconfig", str(healthy), "doctor")
+    assert (code, out) == (1, "")
+    assert err.startswith("lbctl: API error 403 (Forbidden): GET /api/v1/services is forbidden")
+    assert err.count("\n") == 1

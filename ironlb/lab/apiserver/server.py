@@ -9,6 +9,7 @@ from types import TracebackType
 
 from aiohttp import web
 
+from ironlb.lab.apiserver import errors
 from ironlb.lab.apiserver.cluster import Cluster
 from ironlb.lab.apiserver.http import VERSION_INFO, ApiHandler
 from ironlb.lab.apiserver.kubeconfig import write_kubeconfig
@@ -23,7 +24,9 @@ class LocalApiServer:
     play a slow or overloaded API server; ``slowed_requests`` counts the
     answers so held back (both for tests). ``version_info`` is what
     ``GET /version`` answers (Kubernetes 1.32 unless a test changes it, at any
-    time, to play an older server).
+    time, to play an older server). ``forbidden_paths`` (settable at any time)
+    answers every request to exactly those paths with 403 Forbidden, as RBAC
+    would for a user without the permission.
     """
 
     def __init__(
@@ -43,9 +46,15 @@ class LocalApiServer:
         self.slow_paths: dict[str, float] = {}
         self.slowed_requests = 0
         self.version_info: dict[str, str] = dict(VERSION_INFO)
+        self.forbidden_paths: set[str] = set()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         assert self._handler is not None
+        if request.path in self.forbidden_paths:
+            denied = errors.ApiError(
+                403, "Forbidden", f"{request.method} {request.path} is forbidden for this user"
+            )
+            return web.json_response(denied.status, status=403)
         delay = self.slow_paths.get(request.path)
         if not delay or request.query.get("watch") in ("true", "1"):
             return await self._handler.handle(request)
