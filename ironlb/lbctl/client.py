@@ -176,6 +176,50 @@ class Cluster:
     def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._optional(self._coord.read_namespaced_lease, name, namespace)
 
+    # --- facts for status and doctor --------------------------------------------------------
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        return [dict(i) for i in self._call(self._core.list_node).get("items") or []]
+
+    def list_leases(self, namespace: str) -> list[dict[str, Any]]:
+        data = self._call(self._coord.list_namespaced_lease, namespace)
+        return [dict(i) for i in data.get("items") or []]
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._optional(self._core.read_namespaced_secret, name, namespace)
+
+    def list_crds(self) -> list[dict[str, Any]]:
+        data = self._call(self._ext.list_custom_resource_definition)
+        return [dict(i) for i in data.get("items") or []]
+
+    def server_version(self) -> dict[str, Any]:
+        """``GET /version``: ``major``, ``minor``, ``gitVersion``, ..."""
+        from kubernetes import client
+
+        return self._call(client.VersionApi(self._api).get_code)
+
+    def list_workloads(self) -> list[dict[str, Any]]:
+        """Deployments and DaemonSets in every namespace (``kind`` set on each)."""
+        from kubernetes import client
+
+        apps = client.AppsV1Api(self._api)
+        out = []
+        for kind, method in (
+            ("Deployment", apps.list_deployment_for_all_namespaces),
+            ("DaemonSet", apps.list_daemon_set_for_all_namespaces),
+        ):
+            out += [{**i, "kind": kind} for i in self._call(method).get("items") or []]
+        return out
+
+    def list_pods(self, namespace: str) -> list[dict[str, Any]]:
+        data = self._call(self._core.list_namespaced_pod, namespace)
+        return [dict(i) for i in data.get("items") or []]
+
+    def list_cluster_objects(self, group: str, version: str, plural: str) -> list[dict[str, Any]]:
+        """Objects of a cluster-scoped custom resource (another product's, e.g. Cilium's)."""
+        data = self._call(self._custom.list_cluster_custom_object, group, version, plural)
+        return [dict(i) for i in data.get("items") or []]
+
     def _optional(self, method: Any, *args: Any) -> dict[str, Any] | None:
         """The object, or ``None`` on 404."""
         try:

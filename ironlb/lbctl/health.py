@@ -23,8 +23,13 @@ OUR_CLASS = "ironlb.io/ironlb"
 class Health:
     """What ``lbctl status`` prints: ``lines`` always, ``problems`` make it exit 1."""
 
-    lines: list[str] = field(default_factory=list)
+    sections: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def lines(self) -> list[str]:
+        """The summary lines, in order: ``crd``, ``controller``, ``pools``, ``services``."""
+        return list(self.sections.values())
 
     @property
     def healthy(self) -> bool:
@@ -73,37 +78,41 @@ def assess(
     """Judge the install from what the API returned (``lease_ref`` = ``namespace/name``)."""
     health = Health()
     if crd_registered:
-        health.lines.append("CRD:        ipaddresspools.ironlb.io registered")
+        health.sections["crd"] = "CRD:        ipaddresspools.ironlb.io registered"
     else:
-        health.lines.append("CRD:        ipaddresspools.ironlb.io MISSING")
+        health.sections["crd"] = "CRD:        ipaddresspools.ironlb.io MISSING"
         health.problems.append("the IPAddressPool CRD (ipaddresspools.ironlb.io) is not installed")
 
     if lease is None:
-        health.lines.append(f"Controller: no Lease {lease_ref}")
+        health.sections["controller"] = f"Controller: no Lease {lease_ref}"
         health.problems.append(
             f"controller Lease {lease_ref} not found: is the controller running?"
         )
     else:
         holder, left = lease_freshness(lease, now)
         if not holder:
-            health.lines.append(f"Controller: Lease {lease_ref} has no holder")
+            health.sections["controller"] = f"Controller: Lease {lease_ref} has no holder"
             health.problems.append(f"controller Lease {lease_ref} has no holder (no leader)")
         elif left is None:
-            health.lines.append(f"Controller: leader {holder}, renewal time unknown")
+            health.sections["controller"] = f"Controller: leader {holder}, renewal time unknown"
             health.problems.append(f"controller Lease {lease_ref} has no renewTime/duration")
         elif left < 0:
-            health.lines.append(f"Controller: leader {holder}, Lease EXPIRED {-left:.0f}s ago")
+            health.sections["controller"] = (
+                f"Controller: leader {holder}, Lease EXPIRED {-left:.0f}s ago"
+            )
             health.problems.append(
                 f"controller Lease {lease_ref} held by {holder} expired {-left:.0f}s ago"
             )
         else:
-            health.lines.append(f"Controller: leader {holder}, Lease fresh ({left:.0f}s left)")
+            health.sections["controller"] = (
+                f"Controller: leader {holder}, Lease fresh ({left:.0f}s left)"
+            )
 
     states = [pool_state(p) for p in pools]
     ready = sum(1 for s in states if s == "Ready")
     invalid = [p for p, s in zip(pools, states, strict=True) if s.startswith("Invalid")]
     other = len(pools) - ready - len(invalid)
-    health.lines.append(
+    health.sections["pools"] = (
         f"Pools:      {len(pools)} total, {ready} Ready, {len(invalid)} Invalid, {other} not ready"
     )
     if invalid:
@@ -114,7 +123,7 @@ def assess(
 
     ours = [s for s in services if handled_by_ironlb(s)]
     pending = [s for s in ours if not external_ips(s)]
-    health.lines.append(f"Services:   {len(ours)} LoadBalancer, {len(pending)} pending")
+    health.sections["services"] = f"Services:   {len(ours)} LoadBalancer, {len(pending)} pending"
     if pending:
         health.problems.append(
             f"{len(pending)} LoadBalancer Service(s) without an address: {_names(pending)}"

@@ -1,4 +1,10 @@
-"""``lbctl services`` and ``lbctl status``: who holds which address, and is the install healthy."""
+"""``lbctl services``, ``lbctl status`` and ``lbctl doctor``: who holds which address, the
+install on one screen, and the support checks with their fixes.
+
+The handlers only read (:func:`ironlb.lbctl.facts.gather`) and print; the
+judging lives in :mod:`ironlb.lbctl.health`, :mod:`ironlb.lbctl.overview`
+and :mod:`ironlb.lbctl.doctor`, pure functions over what was read.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +12,21 @@ import argparse
 import sys
 from datetime import UTC, datetime
 
-from ironlb.lbctl import render
-from ironlb.lbctl.client import Cluster
+from ironlb.lbctl import doctor, overview, render
+from ironlb.lbctl.client import Cluster, LbctlError
+from ironlb.lbctl.facts import CONTROLLER_LEASE, gather
 from ironlb.lbctl.health import assess
 
 __all__ = ["configure"]
 
 #: ``-o`` values, as kubectl spells them (``table`` is the default view).
 OUTPUTS = ["table", "wide", "json", "yaml"]
-LEASE_NAME = "ironlb-controller"
+LEASE_NAME = CONTROLLER_LEASE
 DEFAULT_NAMESPACE = "ironlb-system"
 
 
 def configure(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``services`` and ``status``."""
+    """Add ``services``, ``status`` and ``doctor``."""
     services = sub.add_parser("services", help="list LoadBalancer Services and their addresses")
     services.add_argument("-o", "--output", choices=OUTPUTS, default="table")
     scope = services.add_mutually_exclusive_group()
@@ -29,14 +36,27 @@ def configure(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     services.set_defaults(handler=services_cmd)
 
-    status = sub.add_parser("status", help="health of the ironlb install (exit 1 if unhealthy)")
+    status = sub.add_parser(
+        "status", help="the install on one screen: pools, speakers, leader (exit 1 if unhealthy)"
+    )
     status.add_argument(
         "--namespace",
         default=DEFAULT_NAMESPACE,
-        help="namespace of the controller Lease (default: %(default)s)",
+        help="namespace of the controller and speaker Leases (default: %(default)s)",
     )
     status.add_argument("-o", "--output", choices=OUTPUTS, default="table")
     status.set_defaults(handler=status_cmd)
+
+    check = sub.add_parser(
+        "doctor", help="run the support checks, each with a verdict and a fix (exit 1 on a fail)"
+    )
+    check.add_argument(
+        "--namespace",
+        default=DEFAULT_NAMESPACE,
+        help="namespace of ironlb's Leases and heartbeat Secret (default: %(default)s)",
+    )
+    check.add_argument("-o", "--output", choices=OUTPUTS, default="table")
+    check.set_defaults(handler=doctor_cmd)
 
 
 def services_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
@@ -68,21 +88,35 @@ def services_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
     return 0
 
 
+def _checked_namespace(args: argparse.Namespace) -> str:
+    """``--namespace``, refused (exit 2) before any request unless it can name a Namespace."""
+    from ironlb.lbctl.pools import namespace_name_problem
+
+    problem = namespace_name_problem(args.namespace)
+    if problem is not None:
+        raise LbctlError(f"--namespace {args.namespace!r} is not a namespace name: {problem}", 2)
+    return str(args.namespace)
+
+
 def status_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
-    crd = cluster.crd_registered()
+    _checked_namespace(args)
+    now = datetime.now(UTC)
+    facts = gather(cluster, args.namespace)
     health = assess(
-        crd_registered=crd,
-        lease=cluster.get_lease(args.namespace, LEASE_NAME),
+        crd_registered=facts.crd_registered,
+        lease=facts.controller_lease,
         lease_ref=f"{args.namespace}/{LEASE_NAME}",
-        pools=cluster.list_pools() if crd else [],
-        services=cluster.list_services(),
-        now=datetime.now(UTC),
+        pools=facts.pools,
+        services=facts.services,
+        now=now,
     )
+    nodes = overview.speakers(facts.nodes, facts.speaker_leases, now)
+    pending = overview.pending_rows(facts.services, facts.events)
     if args.output in ("json", "yaml"):
-        body = {"healthy": health.healthy, "checks": health.lines, "problems": health.problems}
+        body = overview.status_document(health, facts.pools, nodes, pending)
         print(render.structured(body, args.output))
         return 0 if health.healthy else 1
-    print("\n".join(health.lines))
+    print(overview.status_screen(health, facts.pools, nodes, pending, wide=args.output == "wide"))
     if health.healthy:
         print("healthy")
         return 0
@@ -90,3 +124,15 @@ def status_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
     for problem in health.problems:
         print(f"  - {problem}", file=sys.stderr)
     return 1
+
+
+def doctor_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
+    _checked_namespace(args)
+    checks = doctor.run_checks(gather(cluster, args.namespace, full=True), datetime.now(UTC))
+    failed = any(c.verdict == "fail" for c in checks)
+    if args.output in ("json", "yaml"):
+        body = {"ok": not failed, "checks": [c.as_dict() for c in checks]}
+        print(render.structured(body, args.output))
+    else:
+        print(doctor.doctor_table(checks, wide=args.output == "wide"))
+    return 1 if failed else 0

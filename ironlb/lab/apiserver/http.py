@@ -78,9 +78,15 @@ def _object(request: web.Request, body: dict[str, Any], status: int = 200) -> we
 class ApiHandler:
     """The one catch-all aiohttp handler of the local API server."""
 
-    def __init__(self, cluster: Cluster, bookmark_interval: float = 30.0) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        bookmark_interval: float = 30.0,
+        version_info: dict[str, str] | None = None,
+    ) -> None:
         self.cluster = cluster
         self.bookmark_interval = bookmark_interval
+        self.version_info = VERSION_INFO if version_info is None else version_info
         self.admission = AdmissionCaller()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -104,7 +110,7 @@ class ApiHandler:
         if path in ("/healthz", "/livez", "/readyz"):
             return web.Response(text="ok")
         if path == "/version":
-            return _json(VERSION_INFO)
+            return _json(self.version_info)
         if segments[:2] == ["openapi", "v3"]:
             registry = self.cluster.registry
             if len(segments) == 2:

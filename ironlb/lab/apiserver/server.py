@@ -9,8 +9,9 @@ from types import TracebackType
 
 from aiohttp import web
 
+from ironlb.lab.apiserver import errors
 from ironlb.lab.apiserver.cluster import Cluster
-from ironlb.lab.apiserver.http import ApiHandler
+from ironlb.lab.apiserver.http import VERSION_INFO, ApiHandler
 from ironlb.lab.apiserver.kubeconfig import write_kubeconfig
 from ironlb.lab.apiserver.store import ObjectStore
 
@@ -21,7 +22,11 @@ class LocalApiServer:
     ``slow_paths`` (path -> seconds, settable at any time) holds back every
     non-watch request to exactly that path by that long before answering, to
     play a slow or overloaded API server; ``slowed_requests`` counts the
-    answers so held back (both for tests).
+    answers so held back (both for tests). ``version_info`` is what
+    ``GET /version`` answers (Kubernetes 1.32 unless a test changes it, at any
+    time, to play an older server). ``forbidden_paths`` (settable at any time)
+    answers every request to exactly those paths with 403 Forbidden, as RBAC
+    would for a user without the permission.
     """
 
     def __init__(
@@ -40,9 +45,16 @@ class LocalApiServer:
         self._handler: ApiHandler | None = None
         self.slow_paths: dict[str, float] = {}
         self.slowed_requests = 0
+        self.version_info: dict[str, str] = dict(VERSION_INFO)
+        self.forbidden_paths: set[str] = set()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         assert self._handler is not None
+        if request.path in self.forbidden_paths:
+            denied = errors.ApiError(
+                403, "Forbidden", f"{request.method} {request.path} is forbidden for this user"
+            )
+            return web.json_response(denied.status, status=403)
         delay = self.slow_paths.get(request.path)
         if not delay or request.query.get("watch") in ("true", "1"):
             return await self._handler.handle(request)
@@ -57,7 +69,7 @@ class LocalApiServer:
         if self._runner is not None:
             raise RuntimeError("the server is already started")
         app = web.Application(client_max_size=16 * 1024 * 1024)
-        self._handler = ApiHandler(self.cluster, self._bookmark_interval)
+        self._handler = ApiHandler(self.cluster, self._bookmark_interval, self.version_info)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await runner.setup()
