@@ -1,11 +1,13 @@
 """Small helpers shared by the local API server's own tests (CRD bodies, polling,
-running a kopf operator)."""
+running a kopf operator, running kubectl against it)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -89,3 +91,22 @@ async def call(
         assert rsp.status == expect, body
         assert rsp.headers["Content-Type"].startswith("application/json")
         return body
+
+
+def run_kubectl(
+    kubeconfig: Path, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``kubectl --kubeconfig=KUBECONFIG ARGS`` (its discovery cache beside the
+    kubeconfig, so no test shares one); text output, 60 s at most."""
+    return subprocess.run(
+        [
+            "kubectl",
+            f"--kubeconfig={kubeconfig}",
+            f"--cache-dir={kubeconfig.parent / 'cache'}",
+            *args,
+        ],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

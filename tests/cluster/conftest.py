@@ -7,6 +7,7 @@
 - ``http``: an aiohttp session whose base URL is that server.
 - ``api_thread``: the same server on its own loop in a thread, for sync tests
   (e.g. the ``kubernetes`` client, whose calls block).
+- ``kube_client``: the ``kubernetes`` package's ``ApiClient`` for it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from kubernetes import client, config
 
 from ironlb.lab.apiserver import LocalApiServer, ServerThread, run_in_thread
 
@@ -54,3 +56,13 @@ def api_thread_kubeconfig(api_thread: ServerThread, tmp_path: Path) -> Path:
     path = tmp_path / "kubeconfig"
     api_thread.write_kubeconfig(path)
     return path
+
+
+@pytest.fixture
+def kube_client(api_thread_kubeconfig: Path) -> Iterator[client.ApiClient]:
+    configuration = client.Configuration()
+    config.load_kube_config(
+        config_file=str(api_thread_kubeconfig), client_configuration=configuration
+    )
+    with client.ApiClient(configuration) as api_client:
+        yield api_client

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster.apiserver_helpers import run_kubectl
+
 pytestmark = [
     pytest.mark.cluster,
     pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed"),
@@ -54,18 +56,7 @@ spec: {addresses: [198.18.0.0/28]}
 
 
 def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
-    result = subprocess.run(
-        [
-            "kubectl",
-            f"--kubeconfig={kubeconfig}",
-            f"--cache-dir={kubeconfig.parent / 'cache'}",
-            *args,
-        ],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_kubectl(kubeconfig, *args, stdin=stdin)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

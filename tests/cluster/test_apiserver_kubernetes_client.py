@@ -4,7 +4,6 @@ kubeconfig the server wrote: core objects, watch streams, custom objects, Leases
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,13 +16,8 @@ pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture
-def api(api_thread_kubeconfig: Path) -> Iterator[client.ApiClient]:
-    configuration = client.Configuration()
-    config.load_kube_config(
-        config_file=str(api_thread_kubeconfig), client_configuration=configuration
-    )
-    with client.ApiClient(configuration) as api_client:
-        yield api_client
+def api(kube_client: client.ApiClient) -> client.ApiClient:
+    return kube_client
 
 
 def test_kubeconfig_points_at_server(api: client.ApiClient, api_thread_kubeconfig: Path) -> None:

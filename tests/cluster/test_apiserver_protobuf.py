@@ -18,7 +18,7 @@ import pytest
 
 from ironlb.lab.apiserver.protobody import MAGIC, MEDIA_TYPE, decode, encode
 from ironlb.lab.apiserver.protoschema import unknown_class
-from tests.cluster.apiserver_helpers import call
+from tests.cluster.apiserver_helpers import call, run_kubectl
 
 pytestmark = pytest.mark.cluster
 needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None, reason="no kubectl")
@@ -27,18 +27,7 @@ PROTOBUF_OUT = f"Content-Type: {MEDIA_TYPE}"
 
 
 def run(kubeconfig: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            "kubectl",
-            f"--kubeconfig={kubeconfig}",
-            f"--cache-dir={kubeconfig.parent / 'cache'}",
-            *args,
-        ],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_kubectl(kubeconfig, *args, stdin=stdin)
 
 
 def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:

@@ -10,14 +10,13 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from ironlb.lbctl.cli import main
@@ -50,13 +49,8 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 @pytest.fixture
-def api(api_thread_kubeconfig: Path) -> Iterator[client.ApiClient]:
-    configuration = client.Configuration()
-    config.load_kube_config(
-        config_file=str(api_thread_kubeconfig), client_configuration=configuration
-    )
-    with client.ApiClient(configuration) as api_client:
-        yield api_client
+def api(kube_client: client.ApiClient) -> client.ApiClient:
+    return kube_client
 
 
 @pytest.fixture

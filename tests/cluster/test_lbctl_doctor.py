@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from ironlb.lab.apiserver import ServerThread
@@ -31,13 +31,8 @@ NS = "ironlb-system"
 
 
 @pytest.fixture
-def api(api_thread_kubeconfig: Path) -> Iterator[client.ApiClient]:
-    configuration = client.Configuration()
-    config.load_kube_config(
-        config_file=str(api_thread_kubeconfig), client_configuration=configuration
-    )
-    with client.ApiClient(configuration) as api_client:
-        yield api_client
+def api(kube_client: client.ApiClient) -> client.ApiClient:
+    return kube_client
 
 
 def stamp(ago: timedelta = timedelta(0)) -> str:

@@ -12,14 +12,13 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client, config
+from kubernetes import client
 
 from ironlb.lbctl.cli import main
 from ironlb.lbctl.edit import CANCELLED, editor_command
@@ -36,16 +35,11 @@ KUBECTL = "/usr/bin/kubectl"
 
 
 @pytest.fixture
-def api(api_thread_kubeconfig: Path) -> Iterator[client.ApiClient]:
-    configuration = client.Configuration()
-    config.load_kube_config(
-        config_file=str(api_thread_kubeconfig), client_configuration=configuration
+def api(kube_client: client.ApiClient) -> client.ApiClient:
+    client.ApiextensionsV1Api(kube_client).create_custom_resource_definition(
+        yaml.safe_load(CRD.read_text())
     )
-    with client.ApiClient(configuration) as api_client:
-        client.ApiextensionsV1Api(api_client).create_custom_resource_definition(
-            yaml.safe_load(CRD.read_text())
-        )
-        yield api_client
+    return kube_client
 
 
 @pytest.fixture

@@ -143,11 +143,12 @@ while True:
 
 # Connects, says "connected", waits for "go" on stdin, then has one byte echoed
 # every 0.2 s until that fails; prints how long it worked after "go" and how it
-# ended: "reset" or "eof" (the client was told) or "timeout" (a silent stall).
+# ended: "reset" or "eof" (the client was told) or "timeout" (3 s of silence:
+# stranded).
 EXCHANGE_CLIENT = """
 import json, socket, sys, time
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
-s.settimeout(1.5)
+s.settimeout(3.0)
 s.sendall(b"x"); assert s.recv(1) == b"x"
 print("connected", flush=True)
 sys.stdin.readline()
