@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 import psutil
 
 from ironlb.common.addresses import address_sort_key
-from ironlb.dataplane.forwarder.listeners import IP_FREEBIND, IPV6_FREEBIND
+from ironlb.dataplane.forwarder.listeners import listener_socket
 from ironlb.dataplane.state import ListenerKey
 
 if TYPE_CHECKING:
@@ -67,16 +67,8 @@ def is_held(key: ListenerKey) -> bool:
     be on the host yet). Only ``EADDRINUSE`` counts; other bind errors
     (``EACCES`` for a low port, say) are left to the real bind to report.
     """
-    family = socket.AF_INET6 if key.vip.version == 6 else socket.AF_INET
-    kind = socket.SOCK_STREAM if key.protocol == "tcp" else socket.SOCK_DGRAM
-    with socket.socket(family, kind) as probe:
-        if key.protocol == "tcp":
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            probe.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
-        else:
-            probe.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+    # TCP: SO_REUSEADDR, so connections in TIME_WAIT do not count as a holder.
+    with listener_socket(key, reuse_addr=key.protocol == "tcp", reuse_port=False) as probe:
         try:
             probe.bind((str(key.vip), key.port))
         except OSError as exc:

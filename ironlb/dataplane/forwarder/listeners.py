@@ -42,19 +42,35 @@ IPV6_FREEBIND = 78  # linux/in6.h; not exported by the socket module
 Listener = TcpListener | UdpListener
 
 
-def bind_socket(key: ListenerKey) -> socket.socket:
-    """A bound (and for TCP not yet listening) non-blocking socket for ``key``."""
+def listener_socket(
+    key: ListenerKey, *, reuse_addr: bool = True, reuse_port: bool = True
+) -> socket.socket:
+    """An unbound socket of ``key``'s family and protocol, set up as listeners
+    are: IPv6-only for IPv6, ``IP_FREEBIND``, and ``SO_REUSEADDR`` /
+    ``SO_REUSEPORT`` as asked. Raises ``OSError``."""
     family = socket.AF_INET6 if key.vip.version == 6 else socket.AF_INET
     kind = socket.SOCK_STREAM if key.protocol == "tcp" else socket.SOCK_DGRAM
     sock = socket.socket(family, kind)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if reuse_addr:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
         else:
             sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def bind_socket(key: ListenerKey) -> socket.socket:
+    """A bound (and for TCP not yet listening) non-blocking socket for ``key``."""
+    sock = listener_socket(key)
+    try:
         sock.setblocking(False)
         sock.bind((str(key.vip), key.port))
     except BaseException:
