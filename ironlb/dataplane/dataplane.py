@@ -21,8 +21,8 @@ announced; a VIP given up stops being announced, then is unbound). A
 backend that is its own proxy listener (an endpoint equal to the VIP and
 port) is left out with a warning: it would loop every connection (:mod:`.loops`).
 :meth:`DataPlane.stop` reverses it: stop announcing (peers take over),
-let open connections finish for up to ``drain_seconds``, close the
-listeners (clients get FIN/RST from the VIP), unbind, remove the table.
+stop accepting, let open connections finish for up to ``drain_seconds``,
+close the rest (clients get FIN/RST from the VIP), unbind, remove the table.
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ log = logging.getLogger("ironlb.dataplane")
 APPLY_TIMEOUT = 10.0
 #: Seconds between checks that the kernel table is still there and unchanged.
 KERNEL_CHECK_INTERVAL = 2.0
+#: Seconds an announcing data plane keeps accepting after it stopped announcing.
+HANDOVER_SECONDS = 2.0
 #: Worker counters arrive once a second: a drain waits at least this long for fresh ones.
 _STATS_LAG = 1.2
 
@@ -169,7 +171,8 @@ class DataPlane:
                 self.state = self.state.with_vips(())
 
     async def stop(self, drain_seconds: float = 0.0) -> None:
-        """Hand over and shut down: stop announcing, drain, close, unbind, remove the table.
+        """Hand over and shut down: stop announcing, stop accepting, drain, close,
+        unbind, remove the table.
 
         ``drain_seconds``: how long open connections (and UDP sessions) may
         keep going after the VIPs stopped being announced; 0 closes at once.
@@ -187,6 +190,13 @@ class DataPlane:
             if announcement is not None:
                 announcement.withdraw()
             if drain_seconds > 0 and self._started:
+                if announcement is not None:
+                    # Peers are taking the VIPs over; until the LAN has heard them,
+                    # new clients still arrive here and are served.
+                    await asyncio.sleep(min(HANDOVER_SECONDS, drain_seconds))
+                # Stop accepting (the proxy listeners drain), then wait for the open flows.
+                generation = self.workers.publish(DesiredState())
+                await self.workers.wait_applied(generation, APPLY_TIMEOUT)
                 await self._drain(drain_seconds)
             if self._started:
                 await self.workers.stop()

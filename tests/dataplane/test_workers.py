@@ -814,3 +814,38 @@ async def test_a_reload_bringing_back_our_own_draining_udp_listener_is_accepted(
         assert (await asyncio.to_thread(client.recvfrom, 100))[0] == b"u0:again"
     finally:
         client.close()
+
+
+async def test_sigterm_stops_accepting_drains_then_closes(
+    run_forward: Start, backends: Backends
+) -> None:
+    """Issue 12 (stopping strands clients), without ``announce``: on SIGTERM new
+    clients are refused at once, an open connection keeps working through the
+    drain, and what is still open at its end is closed (the client sees EOF or a
+    reset within a second), not cut at the start nor left hanging."""
+    key = make_key()
+    backend = await backends.tcp("b0")
+    fwd = run_forward(config_text(key.port, [backend.port]), 2, "--drain-seconds", "3")
+    await asyncio.to_thread(fwd.wait_log, "ready: all workers are serving")
+    reader, writer = await asyncio.open_connection(str(key.vip), key.port)
+    assert await asyncio.wait_for(reader.readline(), 5) == b"b0\n"
+    loop = asyncio.get_running_loop()
+    fwd.proc.send_signal(signal.SIGTERM)
+    stopped = loop.time()
+    await asyncio.sleep(0.8)
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection(str(key.vip), key.port)
+    for i in range(3):  # inside the drain period
+        msg = f"still here {i}\n".encode()
+        writer.write(msg)
+        assert await asyncio.wait_for(reader.readline(), 5) == msg
+        await asyncio.sleep(0.3)
+    try:
+        end = await asyncio.wait_for(reader.read(), 10)
+    except ConnectionResetError:
+        end = b""
+    closed_after = loop.time() - stopped
+    assert end == b""
+    assert 3.0 <= closed_after <= 5.0, closed_after
+    writer.close()
+    assert await asyncio.to_thread(fwd.proc.wait, 20) == 0
