@@ -175,3 +175,31 @@ def test_kubectl_expose_and_events(api_thread_kubeconfig: Path) -> None:
         "IP",
         "198.18.0.10",
     ]
+
+
+CHART_CRD = (
+    Path(__file__).parents[2] / "charts" / "ironlb" / "crds" / "ipaddresspools.ironlb.io.yaml"
+)
+
+
+def test_kubectl_explain_reads_the_crd_schema(api_thread_kubeconfig: Path) -> None:
+    """Issue 9: ``kubectl explain`` works on custom resources (OpenAPI v3 schemas)."""
+    kc = api_thread_kubeconfig
+    kubectl(kc, "apply", "-f", str(CHART_CRD))
+    spec = kubectl(kc, "explain", "ipaddresspool.spec")
+    assert "KIND:       IPAddressPool" in spec
+    assert "addresses\t<[]string> -required-" in spec
+    assert "avoidBuggyIPs\t<boolean>" in spec
+    assert "<Object>" in kubectl(kc, "explain", "ipaddresspools.ironlb.io.spec.l2")
+    missing = run_kubectl(kc, "explain", "ipaddresspool.spec.nosuchfield")
+    assert missing.returncode != 0 and "nosuchfield" in missing.stderr
+
+
+def test_kubectl_get_all_lists_the_all_category(api_thread_kubeconfig: Path) -> None:
+    """Issue 9: ``kubectl get all`` (the ``all`` category of the discovery documents)."""
+    kc = api_thread_kubeconfig
+    kubectl(kc, "create", "deployment", "web", "--image=nginx")
+    kubectl(kc, "create", "service", "clusterip", "web", "--tcp=80")
+    listed = kubectl(kc, "get", "all", "-o", "name")
+    assert set(listed.split()) >= {"service/web", "deployment.apps/web"}, listed
+    assert "secret" not in listed and "configmap" not in listed

@@ -38,7 +38,7 @@ from ironlb.lab.apiserver.registry import (
     ResourceType,
     crd_status,
 )
-from ironlb.lab.apiserver.schema import apply_schema, version_schema
+from ironlb.lab.apiserver.schema import Schema, apply_schema, version_schema
 from ironlb.lab.apiserver.store import Obj, ObjectStore, StorageKey
 from ironlb.lab.apiserver.validation import check_body, check_name
 
@@ -122,6 +122,14 @@ class Cluster:
             except RegistryError as exc:
                 raise errors.invalid(rtype.kind, rtype.group, name, exc.field, exc.problem) from exc
             obj["status"] = crd_status(obj, now_timestamp())
+
+    def type_schema(self, rtype: ResourceType) -> Schema | None:
+        """The ``openAPIV3Schema`` of a custom resource type's CRD version (None
+        for built-in kinds and CRDs without one)."""
+        if rtype.crd_name is None:
+            return None
+        crd = self.store.get(CRDS, "", rtype.crd_name)
+        return version_schema(crd, rtype.version) if crd else None
 
     def _apply_schema(self, rtype: ResourceType, obj: Obj) -> Obj:
         """Prune, default and validate a custom object against its CRD version's schema."""

@@ -115,7 +115,7 @@ class ApiHandler:
             registry = self.cluster.registry
             if len(segments) == 2:
                 return _json(openapi_index(registry))
-            document = openapi_document(registry, "/".join(segments[2:]))
+            document = openapi_document(registry, "/".join(segments[2:]), self.cluster.type_schema)
             if document is None:
                 raise errors.path_not_found(path)
             return _json(document)

@@ -61,6 +61,7 @@ def _builtin(
     *,
     status: bool = False,
     short: tuple[str, ...] = (),
+    categories: tuple[str, ...] = (),
 ) -> ResourceType:
     return ResourceType(
         group=group,
@@ -71,21 +72,36 @@ def _builtin(
         namespaced=namespaced,
         has_status=status,
         short_names=short,
+        categories=categories,
     )
 
 
+#: The ``all`` category (``kubectl get all``) of the kinds the lab serves, as in kube-apiserver.
+ALL = ("all",)
+
 BUILTIN_TYPES: tuple[ResourceType, ...] = (
     _builtin("", "v1", "namespaces", "Namespace", False, status=True, short=("ns",)),
-    _builtin("", "v1", "services", "Service", True, status=True, short=("svc",)),
+    _builtin("", "v1", "services", "Service", True, status=True, short=("svc",), categories=ALL),
     _builtin("", "v1", "endpoints", "Endpoints", True, short=("ep",)),
     _builtin("", "v1", "nodes", "Node", False, status=True, short=("no",)),
-    _builtin("", "v1", "pods", "Pod", True, status=True, short=("po",)),
+    _builtin("", "v1", "pods", "Pod", True, status=True, short=("po",), categories=ALL),
     _builtin("", "v1", "configmaps", "ConfigMap", True, short=("cm",)),
     _builtin("", "v1", "secrets", "Secret", True),
     _builtin("", "v1", "serviceaccounts", "ServiceAccount", True, short=("sa",)),
     _builtin("", "v1", "events", "Event", True, short=("ev",)),
-    _builtin("apps", "v1", "deployments", "Deployment", True, status=True, short=("deploy",)),
-    _builtin("apps", "v1", "daemonsets", "DaemonSet", True, status=True, short=("ds",)),
+    _builtin(
+        "apps",
+        "v1",
+        "deployments",
+        "Deployment",
+        True,
+        status=True,
+        short=("deploy",),
+        categories=ALL,
+    ),
+    _builtin(
+        "apps", "v1", "daemonsets", "DaemonSet", True, status=True, short=("ds",), categories=ALL
+    ),
     _builtin("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True),
     _builtin("coordination.k8s.io", "v1", "leases", "Lease", True),
     _builtin("events.k8s.io", "v1", "events", "Event", True, short=("ev",)),
