@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ironlb.dataplane.forwarder.outlier import BASE_HOLD, FAILURES, MAX_HOLD, Outlier
+from ironlb.dataplane.forwarder.outlier import BASE_HOLD, FAILURES, MAX_HOLD, PROBE_WAIT, Outlier
 
 
 def test_failures_in_a_row_eject_and_a_success_in_between_resets_them() -> None:
@@ -55,3 +55,14 @@ def test_an_abandoned_probe_lets_the_next_flow_probe() -> None:
     assert not outlier.admit(BASE_HOLD)
     outlier.abandon()
     assert outlier.admit(BASE_HOLD)
+
+
+def test_a_probe_without_a_verdict_stops_blocking_after_the_probe_wait() -> None:
+    outlier = Outlier()
+    for _ in range(FAILURES):
+        outlier.failure(0.0)
+    assert outlier.admit(BASE_HOLD)
+    assert not outlier.admit(BASE_HOLD + PROBE_WAIT - 0.01)
+    assert outlier.admit(BASE_HOLD + PROBE_WAIT)  # the lost probe is replaced
+    assert outlier.failure(BASE_HOLD + PROBE_WAIT) is False
+    assert outlier.out_until == BASE_HOLD + PROBE_WAIT + 2 * BASE_HOLD

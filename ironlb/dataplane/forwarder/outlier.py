@@ -26,22 +26,28 @@ FAILURES = 3
 BASE_HOLD = 2.0
 #: The longest hold-down (seconds).
 MAX_HOLD = 60.0
+#: A probe with no verdict after this long (seconds; a flow lost on a path that
+#: records nothing) no longer blocks the next probe.
+PROBE_WAIT = 30.0
 
 
 class Outlier:
     """Failure counting and ejection state of one backend of one listener.
 
-    ``out_until`` is 0.0 while the backend is in, else the loop time its
-    hold-down ends; ``probing`` is True while the one probe flow is open.
+    ``out_until`` is 0.0 while the backend is in, else the loop time until
+    which no new flow is admitted (the hold-down's end, or while a probe is
+    open the time :data:`PROBE_WAIT` after it started); ``probing`` is True
+    while the one probe flow is open, ``probe_at`` the time it started.
     """
 
-    __slots__ = ("ejections", "failures", "out_until", "probing")
+    __slots__ = ("ejections", "failures", "out_until", "probe_at", "probing")
 
     def __init__(self) -> None:
         self.failures = 0  # failures in a row
         self.ejections = 0  # ejections since the backend was last in (grows the hold)
         self.out_until = 0.0
         self.probing = False
+        self.probe_at = 0.0
 
     @property
     def out(self) -> bool:
@@ -57,13 +63,15 @@ class Outlier:
 
         True while it is in. While out: False until the hold-down ends, then
         True once (that flow is the probe) and False again until the probe's
-        result is recorded.
+        result is recorded (or :data:`PROBE_WAIT` passed without one).
         """
         if not self.out_until:
             return True
-        if self.probing or now < self.out_until:
+        if now < self.out_until:
             return False
         self.probing = True
+        self.probe_at = now
+        self.out_until = now + PROBE_WAIT
         return True
 
     def failure(self, now: float) -> bool:
@@ -93,6 +101,9 @@ class Outlier:
         return True
 
     def abandon(self) -> None:
-        """A flow ended with no verdict (closed before it could tell): if it was
-        the probe, the next flow after the hold-down probes instead."""
-        self.probing = False
+        """A flow ended with no verdict (closed before it could tell, or never
+        started for want of a descriptor): if it was the probe, the next flow
+        probes instead."""
+        if self.probing:
+            self.probing = False
+            self.out_until = self.probe_at

@@ -407,6 +407,7 @@ class ClientConnection(asyncio.Protocol):
             try:
                 sock = _UpstreamSocket(target.family, _NONBLOCKING_STREAM)
             except OSError as exc:
+                target.outlier.abandon()
                 if exc.errno not in EXHAUSTED:
                     raise
                 listener.connecting.discard(self)

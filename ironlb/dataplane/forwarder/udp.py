@@ -202,12 +202,20 @@ class UdpListener(asyncio.DatagramProtocol):
             )
             return None
         if not self.fds.take(1):
+            target.outlier.abandon()
             self._no_descriptor("RLIMIT_NOFILE nearly reached")
             return None
-        sock = self.upstream_socket(target)
+        try:
+            sock = self.upstream_socket(target)
+        except BaseException:  # not a shortage of descriptors: give back what was taken
+            sock = None
+            raise
+        finally:
+            if sock is None:
+                target.outlier.abandon()
+                self.fds.give(1)
+                self.gate.release()
         if sock is None:
-            self.fds.give(1)
-            self.gate.release()
             return None
         session = UdpSession(self, addr, sock, target)
         self.sessions[addr] = session
@@ -225,13 +233,7 @@ class UdpListener(asyncio.DatagramProtocol):
         except OSError as exc:
             if exc.errno not in EXHAUSTED:
                 raise
-            self.stats.fd_exhausted += 1
-            self._fd_log.warning(
-                "listener %s: no file descriptor for a UDP session (%s), dropping datagrams "
-                "of new clients",
-                self.name,
-                exc.strerror or str(exc),
-            )
+            self._fd_exhausted(exc.strerror or str(exc))
             return None
         try:
             sock.connect((target.host, target.port))
@@ -244,6 +246,9 @@ class UdpListener(asyncio.DatagramProtocol):
 
     def _no_descriptor(self, why: str) -> None:
         self.gate.release()
+        self._fd_exhausted(why)
+
+    def _fd_exhausted(self, why: str) -> None:
         self.stats.fd_exhausted += 1
         self._fd_log.warning(
             "listener %s: no file descriptor for a UDP session (%s), dropping datagrams "
@@ -355,6 +360,8 @@ class UdpSession:
         new = choose(listener.balancer, self.tried, now)
         sock = listener.upstream_socket(new) if new is not None else None
         if new is None or sock is None:
+            if new is not None:
+                new.outlier.abandon()
             self.close()
             return
         listener.loop.remove_reader(self.sock.fileno())
