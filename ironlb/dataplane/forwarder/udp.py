@@ -334,8 +334,12 @@ class UdpSession:
                 self.failed(resend=True)
                 return
             self.idle = 0
-            if self.waiting_since:
-                self.answered()
+            if self.waiting_since:  # inlined answered(): once per request on the hot path
+                self.waiting_since = 0.0
+                listener.waiting.discard(self)
+                outlier = self.target.outlier
+                if outlier.failures or outlier.out_until:
+                    self.target.succeeded(listener.name, log)
             stats.bytes_to_client += len(data)
             listener.reply(data, self.addr)
 
