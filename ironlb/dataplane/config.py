@@ -66,13 +66,23 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class HealthCheck:
-    """An active TCP connect check per backend, HAProxy-style rise/fall."""
+    """An active check per backend, HAProxy-style rise/fall (times in seconds).
+
+    ``type`` ``tcp``: a TCP connect. ``udp`` (UDP listeners only): ``send`` is
+    sent in one datagram and the check passes when an answer containing
+    ``expect`` (any answer when empty) arrives within ``timeout``, like
+    HAProxy's ``udp-check send``/``expect`` or a DNS query payload. In the
+    file ``send``/``expect`` are text, ``send_hex``/``expect_hex`` hex bytes.
+    """
 
     interval: float = 2.0
     timeout: float = 1.0
     rise: int = 2
     fall: int = 3
     port: int | None = None  # check this port instead of the backend's
+    type: Protocol = "tcp"
+    send: bytes = b""
+    expect: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -215,6 +225,8 @@ _OPTION_FIELDS = {
     "session_timeout": False,
     "max_sessions": False,
     "source_ranges": False,
+    "expect_reply": False,
+    "reply_timeout": False,
     "health_check": False,
 }
 _LISTENER = {
@@ -225,7 +237,18 @@ _LISTENER = {
     "name": False,
     **_OPTION_FIELDS,
 }
-_HEALTH = {"interval": False, "timeout": False, "rise": False, "fall": False, "port": False}
+_HEALTH = {
+    "interval": False,
+    "timeout": False,
+    "rise": False,
+    "fall": False,
+    "port": False,
+    "type": False,
+    "send": False,
+    "send_hex": False,
+    "expect": False,
+    "expect_hex": False,
+}
 
 
 def parse_config(text: str, source: str = "<config>") -> ForwardConfig:
@@ -361,6 +384,16 @@ def _options(
         opts = replace(opts, udp_max_sessions=value_i)
     if "source_ranges" in fields:
         opts = replace(opts, source_ranges=_networks(ctx, fields["source_ranges"], path))
+    if "expect_reply" in fields:
+        enode = fields["expect_reply"]
+        if enode.tag != _BOOL_TAG:
+            raise ctx.error(
+                enode, f"{path}.expect_reply", f"must be true or false, got {ctx.describe(enode)}"
+            )
+        opts = replace(opts, udp_expect_reply=bool(ctx.scalar(enode)))
+    if "reply_timeout" in fields:
+        value = ctx.number(fields["reply_timeout"], f"{path}.reply_timeout", 0, strict=True)
+        opts = replace(opts, udp_reply_timeout=value)
     if "health_check" in fields:
         health = _health(ctx, fields["health_check"], f"{path}.health_check")
     return opts, health
@@ -397,7 +430,37 @@ def _health(ctx: _Ctx, node: yaml.Node, path: str) -> HealthCheck | None:
         check = replace(check, fall=ctx.integer(fields["fall"], f"{path}.fall", 1, 1000))
     if "port" in fields:
         check = replace(check, port=ctx.integer(fields["port"], f"{path}.port", 1, 65535))
-    return check
+    if "type" in fields:
+        tnode = fields["type"]
+        kind = ctx.scalar(tnode)
+        if kind not in PROTOCOLS:
+            raise ctx.error(tnode, f"{path}.type", f"must be tcp or udp, got {ctx.describe(tnode)}")
+        check = replace(check, type="tcp" if kind == "tcp" else "udp")
+    payloads: dict[str, bytes] = {}
+    for name in ("send", "expect"):
+        both = [k for k in (name, f"{name}_hex") if k in fields]
+        if len(both) == 2:
+            raise ctx.error(
+                fields[both[1]], f"{path}.{both[1]}", f"give {name} or {name}_hex, not both"
+            )
+        if not both:
+            continue
+        key = both[0]
+        if check.type != "udp":
+            raise ctx.error(fields[key], f"{path}.{key}", "only a check of type: udp sends data")
+        text = ctx.string(fields[key], f"{path}.{key}")
+        if key == name:
+            payloads[name] = text.encode()
+            continue
+        try:
+            payloads[name] = bytes.fromhex(text)
+        except ValueError:
+            raise ctx.error(
+                fields[key], f"{path}.{key}", f"must be hex digits such as 'beef01', got {text!r}"
+            ) from None
+    if check.type == "udp" and "send" not in payloads:
+        raise ctx.error(node, f"{path}.send", "a check of type: udp needs send or send_hex")
+    return replace(check, send=payloads.get("send", b""), expect=payloads.get("expect", b""))
 
 
 def _listener(
@@ -422,6 +485,13 @@ def _listener(
     if "name" in fields:
         ctx.string(fields["name"], f"{path}.name")
     options, health = _options(ctx, fields, path, defaults, default_health)
+    if health is not None and health.type == "udp" and protocol != "udp":
+        inherited = "" if "health_check" in fields else " (from defaults)"
+        raise ctx.error(
+            fields.get("health_check", node),
+            f"{path}.health_check",
+            f"a check of type: udp is for UDP listeners{inherited}; use type: tcp here",
+        )
     backends: list[Backend] = []
     bnodes = ctx.sequence(fields["backends"], f"{path}.backends")
     if not bnodes:

@@ -88,7 +88,12 @@ class ListenerOptions:
     longer filters the VIP, so the data plane must. ``masquerade``: kernel
     mode only; ``False`` keeps the client's source address towards the
     backend (``externalTrafficPolicy: Local``, where the backend is on this
-    node and replies come back through it).
+    node and replies come back through it). ``udp_expect_reply`` /
+    ``udp_reply_timeout``: a UDP datagram its backend has not answered within
+    ``udp_reply_timeout`` counts as a failure of that backend (passive
+    detection, :mod:`ironlb.dataplane.forwarder.outlier`); right for
+    request/response protocols such as DNS, wrong for one-way streams, which
+    set ``udp_expect_reply`` False (then only ICMP errors count).
     """
 
     mode: Mode = "proxy"
@@ -98,6 +103,8 @@ class ListenerOptions:
     max_connections: int = 10000
     udp_session_timeout: float = 30.0
     udp_max_sessions: int = 10000
+    udp_expect_reply: bool = True
+    udp_reply_timeout: float = 2.0
     source_ranges: tuple[IPNetwork, ...] = ()
     masquerade: bool = True
 

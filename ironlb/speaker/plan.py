@@ -30,6 +30,9 @@ Rules, with their Kubernetes sources:
   with ``nodeName`` equal to it, only nodes with a ready local endpoint may
   own the VIP, and kernel-mode listeners do not masquerade;
 * ``ironlb.io/forwarding-mode`` (``proxy``/``kernel``) picks the mode;
+  ``ironlb.io/udp-expect-reply: "false"`` tells the proxy that the UDP
+  protocol is one-way, so unanswered datagrams are no sign of a dead backend
+  (:attr:`~ironlb.dataplane.state.ListenerOptions.udp_expect_reply`);
   ``spec.loadBalancerSourceRanges`` becomes ``source_ranges``.
 
 Pure: no kopf, no sockets, no asyncio.
@@ -72,6 +75,7 @@ __all__ = [
     "FAIL_CLOSED_RANGES",
     "FORWARDING_MODE",
     "SERVICE_NAME_LABEL",
+    "UDP_EXPECT_REPLY",
     "NodePlan",
     "Problem",
     "plan_node",
@@ -79,6 +83,8 @@ __all__ = [
 
 #: Annotation choosing the forwarding mode of a Service's listeners.
 FORWARDING_MODE = "ironlb.io/forwarding-mode"
+#: Annotation: ``"false"`` when a Service's UDP protocol does not answer every datagram.
+UDP_EXPECT_REPLY = "ironlb.io/udp-expect-reply"
 #: EndpointSlice label naming the Service it belongs to (discovery.k8s.io/v1).
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 #: Source ranges that admit no client: used when every given range was invalid.
@@ -233,6 +239,15 @@ def _mode(annotations: Mapping[str, Any], default: Mode) -> tuple[Mode, str | No
     )
 
 
+def _expect_reply(annotations: Mapping[str, Any]) -> tuple[bool, str | None]:
+    raw = annotations.get(UDP_EXPECT_REPLY)
+    if raw is None or raw == "" or raw == "true":
+        return True, None
+    if raw == "false":
+        return False, None
+    return True, f"annotation {UDP_EXPECT_REPLY}: {raw!r} is not 'true' or 'false'; using true"
+
+
 def _source_ranges(spec: Mapping[str, Any]) -> tuple[tuple[IPNetwork, ...], list[str]]:
     """``spec.loadBalancerSourceRanges`` -> networks (host bits masked, sorted, unique).
 
@@ -339,11 +354,17 @@ def plan_node(
         mode, mode_error = _mode(annotations, default_mode)
         if mode_error:
             problems.add(key, "InvalidForwardingMode", mode_error)
+        expect_reply, expect_error = _expect_reply(annotations)
+        if expect_error:
+            problems.add(key, "InvalidUdpExpectReply", expect_error)
         ranges, range_errors = _source_ranges(spec)
         for message in range_errors:
             problems.add(key, "InvalidSourceRanges", message)
         options = ListenerOptions(
-            mode=mode, source_ranges=ranges, masquerade=not (local and mode == "kernel")
+            mode=mode,
+            source_ranges=ranges,
+            masquerade=not (local and mode == "kernel"),
+            udp_expect_reply=expect_reply,
         )
         ports = _ports(spec, key, problems)
         own_slices = index.get(key, [])

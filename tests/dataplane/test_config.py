@@ -487,3 +487,100 @@ def test_cli_check_and_start_refuse_a_self_loop_with_exit_2_and_one_line(tmp_pat
         proc = subprocess.run([*cmd, *extra], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.strip().splitlines() == expected
+
+
+UDP_BASE = """\
+listeners:
+  - address: 127.0.0.1
+    port: 5353
+    protocol: udp
+    backends: ["127.0.0.1:9001"]
+"""
+
+
+def udp_edit(extra: str) -> str:
+    """The UDP listener with ``extra`` (lines, indented as fields) after its protocol."""
+    return UDP_BASE.replace("protocol: udp\n", "protocol: udp\n" + extra)
+
+
+def test_udp_passive_and_active_check_fields_are_parsed() -> None:
+    text = udp_edit(
+        "    expect_reply: false\n"
+        "    reply_timeout: 0.5\n"
+        "    health_check: {type: udp, send_hex: '00ff', expect: pong, interval: 1}\n"
+    )
+    lst = parse_config(text, "lb.yaml").listeners[0]
+    assert (lst.options.udp_expect_reply, lst.options.udp_reply_timeout) == (False, 0.5)
+    assert lst.health_check == HealthCheck(
+        interval=1.0, type="udp", send=b"\x00\xff", expect=b"pong"
+    )
+    text = udp_edit("    health_check: {type: udp, send: ping, expect_hex: 706f6e67}\n")
+    check = parse_config(text, "lb.yaml").listeners[0].health_check
+    assert check is not None and (check.send, check.expect) == (b"ping", b"pong")
+    # the defaults: unanswered datagrams count, after 2 s; checks are TCP connects
+    lst = parse_config(UDP_BASE, "lb.yaml").listeners[0]
+    assert (lst.options.udp_expect_reply, lst.options.udp_reply_timeout) == (True, 2.0)
+    tcp_check = parse_config(udp_edit("    health_check: {type: tcp}\n")).listeners[0]
+    assert tcp_check.health_check == HealthCheck()  # a TCP check of a UDP service is allowed
+
+
+UDP_BAD = [
+    (udp_edit("    expect_reply: yes please\n"), "listeners[0].expect_reply", "true or false"),
+    (udp_edit("    expect_reply: 1\n"), "listeners[0].expect_reply", "got 1"),
+    (udp_edit("    reply_timeout: 0\n"), "listeners[0].reply_timeout", "number of seconds > 0"),
+    (
+        udp_edit("    health_check: {type: icmp, send: x}\n"),
+        "listeners[0].health_check.type",
+        "must be tcp or udp, got 'icmp'",
+    ),
+    (
+        udp_edit("    health_check: {type: udp}\n"),
+        "listeners[0].health_check.send",
+        "needs send or send_hex",
+    ),
+    (
+        udp_edit("    health_check: {send: ping}\n"),
+        "listeners[0].health_check.send",
+        "only a check of type: udp sends data",
+    ),
+    (
+        udp_edit("    health_check: {type: udp, send: ping, send_hex: '00'}\n"),
+        "listeners[0].health_check.send_hex",
+        "give send or send_hex, not both",
+    ),
+    (
+        udp_edit("    health_check: {type: udp, send_hex: zz}\n"),
+        "listeners[0].health_check.send_hex",
+        "must be hex digits such as 'beef01', got 'zz'",
+    ),
+    (
+        udp_edit("    health_check: {type: udp, send: ping, expect_hex: '0'}\n"),
+        "listeners[0].health_check.expect_hex",
+        "must be hex digits",
+    ),
+    (
+        udp_edit("    health_check: {type: udp, send: ''}\n"),
+        "listeners[0].health_check.send",
+        "must be a non-empty string",
+    ),
+    (
+        edit("    port: 8080\n", "    port: 8080\n    health_check: {type: udp, send: x}\n"),
+        "listeners[0].health_check",
+        "a check of type: udp is for UDP listeners; use type: tcp here",
+    ),
+    (
+        "defaults:\n  health_check: {type: udp, send: x}\n" + BASE,
+        "listeners[0].health_check",
+        "for UDP listeners (from defaults)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "path", "message"), UDP_BAD)
+def test_bad_udp_check_fields_are_refused_in_one_line(text: str, path: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "lb.yaml")
+    assert err.value.path == path, str(err.value)
+    assert message in err.value.message, str(err.value)
+    assert "\n" not in str(err.value)
+    assert str(err.value).startswith("lb.yaml:")

@@ -1,15 +1,17 @@
-"""Health checks: rise/fall counting and real TCP checks against loopback."""
+"""Health checks: rise/fall counting and real TCP and UDP checks against loopback."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
 
 from ironlb.dataplane.config import HealthCheck
-from ironlb.dataplane.forwarder.healthcheck import HealthChecker, HealthState
+from ironlb.dataplane.forwarder.healthcheck import HealthChecker, HealthState, udp_check
 from ironlb.dataplane.state import Backend
+from tests.support import eventually
 
-from .conftest import Backends, free_port, tcp_key
+from .conftest import Backends, UdpNamed, free_port, tcp_key, udp_key
 
 
 def test_state_needs_fall_failures_to_go_down_and_rise_successes_to_come_back() -> None:
@@ -76,3 +78,48 @@ async def test_unchanged_checks_survive_an_update() -> None:
         assert not checker.down(key, backend)
     finally:
         checker.stop()
+
+
+async def test_udp_check_marks_a_backend_down_and_up_again(backends: Backends) -> None:
+    """send/expect: ICMP unreachable fails the check, a matching answer passes it."""
+    port = free_port(socket.SOCK_DGRAM)
+    backend = Backend(ipaddress.ip_address("127.0.0.1"), port)
+    key = udp_key()
+    changes: list[bool] = []
+    checker = HealthChecker(lambda: changes.append(checker.down(key, backend)))
+    check = HealthCheck(
+        interval=0.05, timeout=0.3, rise=2, fall=2, type="udp", send=b"q", expect=b"u0:q"
+    )
+    checker.update([(key, backend, check)])
+    try:
+        await eventually(lambda: changes == [True], timeout=10, what="down")  # nothing listens
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: UdpNamed("u0", set()), local_addr=("127.0.0.1", port)
+        )
+        try:
+            await eventually(lambda: changes == [True, False], timeout=10, what="up again")
+            assert not checker.down(key, backend)
+        finally:
+            transport.close()
+    finally:
+        checker.stop()
+
+
+async def test_udp_check_fails_on_silence_and_on_an_unexpected_answer(
+    backends: Backends,
+) -> None:
+    answering = await backends.udp_server("u1")
+    host = str(answering.address)
+    assert await udp_check(host, answering.port, 0.5, b"q", b"u1:q")
+    assert await udp_check(host, answering.port, 0.5, b"q", b"")  # any answer
+    assert not await udp_check(host, answering.port, 0.5, b"q", b"u0:q")  # wrong answer
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        assert not await udp_check(host, silent.getsockname()[1], 0.2, b"q", b"")
+        assert loop.time() - began >= 0.19  # silence: it waited the timeout (uvloop: ms clock)
+    finally:
+        silent.close()

@@ -11,6 +11,7 @@ import socket
 import pytest
 
 from ironlb.dataplane.forwarder.listeners import Forwarder
+from ironlb.dataplane.forwarder.outlier import Outlier
 from ironlb.dataplane.forwarder.tcp import TcpListener
 from ironlb.dataplane.state import Backend, ListenerKey, ListenerOptions
 
@@ -348,7 +349,7 @@ async def test_upstream_descriptors_are_closed_once_and_not_leaked(
     before = open_descriptors()
     for round_ in range(3):
         for target in forwarder.listeners[key].targets.values():
-            target.down_until = 0.0  # let every round try the dead backend again
+            target.outlier = Outlier()  # let every round try the dead backend again
         answers = await asyncio.gather(*(exchange(key, b"%d" % i) for i in range(50)))
         assert answers == [b"b0\n%d" % i for i in range(50)], round_
     await close_backend_sides(backends)

@@ -849,3 +849,46 @@ async def test_sigterm_stops_accepting_drains_then_closes(
     assert 3.0 <= closed_after <= 5.0, closed_after
     writer.close()
     assert await asyncio.to_thread(fwd.proc.wait, 20) == 0
+
+
+async def test_udp_checks_and_passive_detection_in_ironlb_forward(
+    backends: Backends, run_forward: Start
+) -> None:
+    """Two UDP listeners, each with a stopped backend beside a live one: the
+    active send/expect check marks it DOWN; without a check, passive detection
+    takes it out after a few queries, counted in the ejections metric."""
+    live = await backends.udp_server("u0")
+    checked, passive = udp_key(), udp_key()
+    dead = free_port(socket.SOCK_DGRAM)
+    text = (
+        "listeners:\n"
+        f"  - {{address: 127.0.0.1, port: {checked.port}, protocol: udp,\n"
+        f'     backends: ["127.0.0.1:{dead}", "127.0.0.1:{live.port}"],\n'
+        "     health_check: {type: udp, send: ping, expect: 'u0:ping', interval: 0.1,\n"
+        "                    timeout: 0.3, rise: 1, fall: 1}}\n"
+        f"  - {{address: 127.0.0.1, port: {passive.port}, protocol: udp,\n"
+        f'     backends: ["127.0.0.1:{dead}", "127.0.0.1:{live.port}"]}}\n'
+    )
+    fwd = run_forward(text, workers=1)
+    await asyncio.to_thread(fwd.wait_log, "ready: all workers are serving")
+    await asyncio.to_thread(fwd.wait_log, f"backend 127.0.0.1:{dead} is DOWN")
+    loop = asyncio.get_running_loop()
+    for key in (checked, passive):
+        for i in range(9):  # new clients; each must be answered by u0
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, (str(key.vip), key.port))
+                await loop.sock_sendall(sock, b"q%d" % i)
+                answer = await asyncio.wait_for(loop.sock_recv(sock, 100), 5)
+            finally:
+                sock.close()
+            assert answer == b"u0:q%d" % i
+    await asyncio.to_thread(fwd.wait_log, f"listener {passive}: backend 127.0.0.1:{dead} taken out")
+    await asyncio.sleep(1.5)  # workers push counters once a second
+    metrics = await asyncio.to_thread(fwd.metrics)
+    ejections = "ironlb_forward_backend_ejections_total"
+    assert metric(metrics, ejections, listener=str(passive), backend=f"127.0.0.1:{dead}") == 1
+    assert metric(metrics, ejections, listener=str(checked)) == 0  # never sent traffic
+    up = "ironlb_forward_backend_up"
+    assert metric(metrics, up, listener=str(checked), backend=f"127.0.0.1:{dead}") == 0

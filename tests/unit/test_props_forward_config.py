@@ -75,6 +75,8 @@ OPTIONS = st.sampled_from(
         "session_timeout",
         "max_sessions",
         "source_ranges",
+        "expect_reply",
+        "reply_timeout",
         "health_check",
         "name",
         "bogus",
@@ -140,7 +142,9 @@ def test_listener_slots_parse_or_refuse_in_one_line(
         st.text(alphabet="0123456789abcdef.:[]%/ -+", max_size=30).map(json.dumps),
     ),
     health=SLOT,
-    check_field=st.sampled_from(["interval", "timeout", "rise", "fall", "port", "other"]),
+    check_field=st.sampled_from(
+        ["interval", "timeout", "rise", "fall", "port", "type", "send", "send_hex", "other"]
+    ),
 )
 def test_backends_and_health_checks_parse_or_refuse_in_one_line(
     backend: str, health: str, check_field: str

@@ -515,3 +515,29 @@ def test_scale_2000_services(capsys: Any) -> None:
         print(f"\nplan_node: 2000 Services x 10 endpoints in {elapsed * 1000:.0f} ms")
     assert len(p.state.listeners) == 2000
     assert all(len(s.backends) == 10 for s in p.state.listeners.values())
+
+
+def test_udp_expect_reply_annotation() -> None:
+    dns = [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 5353}]
+    sl = [
+        endpoint_slice(
+            "web",
+            [endpoint("10.1.0.1", "n1")],
+            ports=[{"name": "dns", "port": 5353, "protocol": "UDP"}],
+        )
+    ]
+    key = ListenerKey(V4, "udp", 53)
+
+    def with_annotation(value: str | None) -> NodePlan:
+        annotations = {} if value is None else {"ironlb.io/udp-expect-reply": value}
+        svc = service("web", [str(V4)], dns, annotations=annotations)
+        return plan(services=[svc], slices=sl)
+
+    assert with_annotation(None).state.listeners[key].options.udp_expect_reply is True
+    one_way = with_annotation("false")
+    assert one_way.state.listeners[key].options.udp_expect_reply is False
+    assert KEY not in one_way.problems
+    bad = with_annotation("no")
+    assert bad.state.listeners[key].options.udp_expect_reply is True
+    assert [p.reason for p in bad.problems[KEY]] == ["InvalidUdpExpectReply"]
+    assert "'no' is not 'true' or 'false'" in bad.problems[KEY][0].message

@@ -1,9 +1,11 @@
-"""Active TCP health checks with HAProxy-style rise/fall.
+"""Active TCP and UDP health checks with HAProxy-style rise/fall.
 
 :class:`HealthState` is the pure counter logic: a backend starts up, goes
 down after ``fall`` failed checks in a row and comes back after ``rise``
 successful ones. :class:`HealthChecker` runs one asyncio task per checked
-(listener, backend) and calls ``on_change`` when a verdict flips.
+(listener, backend) and calls ``on_change`` when a verdict flips. A TCP
+check is a connect (:func:`tcp_check`); a UDP check sends a payload and
+expects an answer (:func:`udp_check`), since UDP has no handshake to test.
 """
 
 from __future__ import annotations
@@ -61,6 +63,51 @@ async def tcp_check(address: str, port: int, timeout: float) -> bool:
         sock.close()
 
 
+class _Answer(asyncio.DatagramProtocol):
+    """The first answer (or ICMP error) of a UDP check, as a future."""
+
+    def __init__(self, future: asyncio.Future[bytes | None]) -> None:
+        self.future = future
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        if not self.future.done():
+            self.future.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:  # ICMP unreachable
+        if not self.future.done():
+            self.future.set_result(None)
+
+
+async def udp_check(address: str, port: int, timeout: float, send: bytes, expect: bytes) -> bool:
+    """True when ``address:port`` answers the datagram ``send`` within
+    ``timeout`` seconds with one that contains ``expect`` (any answer when
+    ``expect`` is empty). An ICMP error, silence or another answer fail."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[bytes | None] = loop.create_future()
+    try:
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Answer(future), remote_addr=(address, port)
+        )
+    except OSError:
+        return False
+    try:
+        transport.sendto(send)
+        async with asyncio.timeout(timeout):
+            answer = await future
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        transport.close()
+    return answer is not None and expect in answer
+
+
+async def run_check(check: HealthCheck, address: str, port: int) -> bool:
+    """One check of ``check.type`` against ``address:port``."""
+    if check.type == "udp":
+        return await udp_check(address, port, check.timeout, check.send, check.expect)
+    return await tcp_check(address, port, check.timeout)
+
+
 class HealthChecker:
     """Runs the checks; ``down(key, backend)`` tells whether a backend is down."""
 
@@ -97,7 +144,7 @@ class HealthChecker:
         state = self._states[ident]
         port = check.port or backend.port
         while True:
-            ok = await tcp_check(str(backend.address), port, check.timeout)
+            ok = await run_check(check, str(backend.address), port)
             if state.record(ok):
                 log.warning(
                     "listener %s: backend %s is %s (%d check(s) in a row %s)",

@@ -77,6 +77,12 @@ _BACKEND_METRICS: dict[str, tuple[str, str, bool, dict[str, str]]] = {
         {"direction": "to_client"},
     ),
     "udp_sessions": ("ironlb_forward_backend_udp_sessions", "UDP sessions created", True, {}),
+    "ejections": (
+        "ironlb_forward_backend_ejections",
+        "Times a backend was taken out by passive failure detection (failed flows in a row)",
+        True,
+        {},
+    ),
 }
 
 

@@ -28,6 +28,7 @@ BACKEND_FIELDS = (
     "bytes_to_backend",
     "bytes_to_client",
     "udp_sessions",
+    "ejections",
 )
 Snapshot = dict[str, tuple[tuple[int, ...], dict[str, tuple[int, ...]]]]
 
@@ -44,6 +45,7 @@ class BackendStats:
         self.bytes_to_backend = 0
         self.bytes_to_client = 0
         self.udp_sessions = 0
+        self.ejections = 0  # taken out by passive outlier detection (:mod:`.outlier`)
 
     def values(self) -> tuple[int, ...]:
         return tuple(getattr(self, name) for name in BACKEND_FIELDS)

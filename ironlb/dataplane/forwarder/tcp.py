@@ -12,7 +12,10 @@ and the transport is made at once; client bytes are written to it (the kernel
 sends them once the handshake completes) and a copy is kept until the
 connection is known to be established. A connect that fails (refused,
 unreachable, timed out) ends that transport before it was established, and
-the attempt moves on to the next backend, replaying the copy. Per connection
+the attempt moves on to the next backend, replaying the copy; it also counts
+as a failure of that backend for passive outlier detection
+(:mod:`~.outlier`: a few in a row take it out until a probe connect works),
+so a dead or blackholed backend stops costing clients. Per connection
 there is no task and no timer: the transport-creating coroutine is stepped
 directly (:func:`~.uvloop_steps.step_coroutine`, guarded by a uvloop version
 check), and connect/idle timeouts use per-listener sweeps.
@@ -32,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from ironlb.dataplane.forwarder.balancer import RoundRobin
 from ironlb.dataplane.forwarder.fd_limits import EXHAUSTED, FdBudget
 from ironlb.dataplane.forwarder.logs import RateLimitedLog
+from ironlb.dataplane.forwarder.outlier import FAILURES, Outlier
 from ironlb.dataplane.forwarder.stats import BackendStats, ListenerStats
 from ironlb.dataplane.forwarder.uvloop_steps import step_coroutine
 
@@ -44,10 +48,6 @@ log = logging.getLogger("ironlb.forward.tcp")
 _CONNECTING = (0, errno.EINPROGRESS)
 # Idle timeouts are checked this many times per timeout period.
 TICKS = 4
-# After a failed connect a backend is skipped for this long (seconds) while
-# other backends are available: a dead backend costs one failed connect per
-# hold period, not one per connection.
-PASSIVE_HOLD = 2.0
 
 
 class _UpstreamSocket(_socket.socket):
@@ -84,18 +84,63 @@ _NONBLOCKING_STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 
 
 class Target:
-    """A backend as the hot path sees it: where to connect, what to count."""
+    """A backend as the hot path sees it: where to connect, what to count, and
+    its passive failure state (:class:`~.outlier.Outlier`, shared by TCP and UDP)."""
 
-    __slots__ = ("backend", "down_until", "family", "host", "port", "sockaddr", "stats")
+    __slots__ = ("backend", "family", "host", "outlier", "port", "sockaddr", "stats")
 
     def __init__(self, backend: Backend, stats: BackendStats) -> None:
         self.backend = backend
-        self.down_until = 0.0
+        self.outlier = Outlier()
         self.host = str(backend.address)
         self.port = backend.port
         self.family = socket.AF_INET6 if backend.address.version == 6 else socket.AF_INET
         self.sockaddr = (self.host, self.port)
         self.stats = stats
+
+    def failed(self, now: float, listener: str, logger: logging.Logger) -> None:
+        """Count a failed flow (connect refused/timed out, ICMP error, no answer);
+        logs and counts the ejection when this failure took the backend out."""
+        self.stats.failed += 1
+        outlier = self.outlier
+        if outlier.failure(now):
+            self.stats.ejections += 1
+            logger.warning(
+                "listener %s: backend %s taken out for %gs after %d failed flows in a row "
+                "(passive check; one probe flow then tries it again)",
+                listener,
+                self.backend,
+                outlier.hold(),
+                FAILURES,
+            )
+
+    def succeeded(self, listener: str, logger: logging.Logger) -> None:
+        """Count a working flow; logs when it brought an ejected backend back."""
+        outlier = self.outlier
+        if (outlier.failures or outlier.out_until) and outlier.success():
+            logger.warning(
+                "listener %s: backend %s is back in (a probe flow worked)", listener, self.backend
+            )
+
+
+def choose(balancer: RoundRobin[Target], tried: list[Target], now: float) -> Target | None:
+    """The next backend in ``balancer``'s rotation not in ``tried`` and admitted
+    by its :class:`~.outlier.Outlier` at loop time ``now``.
+
+    Ejected backends are used only when nothing else is left (a backend that
+    only looks dead beats no backend); ``None`` when every backend was tried.
+    """
+    fallback = None
+    for _ in range(len(balancer.items)):
+        target = balancer.pick()
+        if target is None:
+            return None
+        if target in tried:
+            continue
+        if target.outlier.admit(now):
+            return target
+        fallback = fallback or target
+    return fallback
 
 
 class TcpListener:
@@ -201,23 +246,8 @@ class TcpListener:
         return ClientConnection(self)
 
     def choose(self, tried: list[Target]) -> Target | None:
-        """The next backend in the rotation not tried yet and not held down.
-
-        Held-down backends are used only when nothing else is left.
-        """
-        balancer = self.balancer
-        fallback = None
-        for _ in range(len(balancer.items)):
-            target = balancer.pick()
-            if target is None:
-                return None
-            if target in tried:
-                continue
-            if target.down_until and target.down_until > self.loop.time():
-                fallback = fallback or target
-                continue
-            return target
-        return fallback
+        """The next backend to connect to (:func:`choose`)."""
+        return choose(self.balancer, tried, self.loop.time())
 
     def limit_reached(self) -> None:
         self.stats.rejected_limit += 1
@@ -377,6 +407,7 @@ class ClientConnection(asyncio.Protocol):
             try:
                 sock = _UpstreamSocket(target.family, _NONBLOCKING_STREAM)
             except OSError as exc:
+                target.outlier.abandon()
                 if exc.errno not in EXHAUSTED:
                     raise
                 listener.connecting.discard(self)
@@ -427,8 +458,8 @@ class ClientConnection(asyncio.Protocol):
             future.add_done_callback(self._step)
 
     def attempt_failed(self, target: Target) -> None:
-        target.stats.failed += 1
-        target.down_until = self.listener.loop.time() + PASSIVE_HOLD
+        listener = self.listener
+        target.failed(listener.loop.time(), listener.name, log)
 
     def upstream_failed(self, upstream: Upstream) -> None:
         """The upstream ended before it was established: try the next backend."""
@@ -458,8 +489,11 @@ class ClientConnection(asyncio.Protocol):
             upstream.establish()
 
     def upstream_established(self, upstream: Upstream) -> None:
-        self.listener.connecting.discard(self)
-        stats = upstream.target.stats
+        listener = self.listener
+        listener.connecting.discard(self)
+        target = upstream.target
+        target.succeeded(listener.name, log)
+        stats = target.stats
         stats.connections += 1
         stats.active += 1
         if self.buffer:

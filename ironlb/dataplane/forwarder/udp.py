@@ -5,8 +5,17 @@ the address the client talked to. Each client address gets a connected
 upstream socket (its source port identifies the session for the backend's
 replies) watched with ``add_reader``. Sessions expire when idle; their number
 is bounded, datagrams from new clients beyond the bound are dropped.
-An ICMP "port unreachable" from the backend ends the session, so the client's
-next datagram goes to the next backend.
+
+Dead backends are found passively (:mod:`~.outlier`, shared with TCP): an
+ICMP error on the session socket, or (``udp_expect_reply``, the default,
+right for DNS-like request/response protocols) a datagram left unanswered for
+``udp_reply_timeout``, is a failure of the session's backend; an answer is a
+success. After a failure the session moves to another backend at once, so
+the client's next datagram (a DNS retry) is answered; after an ICMP error the
+last datagram, which provably reached no application, is also resent there.
+A few failures in a row take the backend out for new sessions until a probe
+session gets an answer. For one-way protocols ``udp_expect_reply: false``
+counts silence as success and only ICMP errors as failures.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from ironlb.dataplane.forwarder.balancer import RoundRobin
 from ironlb.dataplane.forwarder.fd_limits import EXHAUSTED, FdBudget
 from ironlb.dataplane.forwarder.logs import RateLimitedLog
-from ironlb.dataplane.forwarder.tcp import Target
+from ironlb.dataplane.forwarder.tcp import Target, choose
 
 if TYPE_CHECKING:
     from ironlb.dataplane.forwarder.shared_limits import Gate
@@ -60,12 +69,15 @@ class UdpListener(asyncio.DatagramProtocol):
         self.balancer: RoundRobin[Target] = RoundRobin()
         self.targets: dict[tuple[str, int], Target] = {}
         self.sessions: dict[Any, UdpSession] = {}
+        # Sessions that sent a datagram not answered yet (judged by _sweep_replies).
+        self.waiting: set[UdpSession] = set()
         self.transport: asyncio.DatagramTransport | None = None
         self.accepting = False
         self._full_log = RateLimitedLog(log)
         self._no_backend_log = RateLimitedLog(log)
         self._fd_log = RateLimitedLog(log, interval=1.0)
         self._sweeper: asyncio.TimerHandle | None = None
+        self._reply_sweeper: asyncio.TimerHandle | None = None
 
     # -- configuration -----------------------------------------------------
 
@@ -80,6 +92,9 @@ class UdpListener(asyncio.DatagramProtocol):
         if old != options.udp_session_timeout and self._sweeper is not None:
             self._sweeper.cancel()
             self._schedule_sweep()
+        if self._reply_sweeper is not None:
+            self._reply_sweeper.cancel()
+            self._schedule_reply_sweep()
 
     def set_backends(self, backends: tuple[Backend, ...]) -> None:
         rotation = []
@@ -97,6 +112,7 @@ class UdpListener(asyncio.DatagramProtocol):
         await self.loop.create_datagram_endpoint(lambda: self, sock=sock)
         self.accepting = True
         self._schedule_sweep()
+        self._schedule_reply_sweep()
 
     def stop_accepting(self) -> None:
         """No new sessions; the socket stays open for the replies of old ones."""
@@ -110,6 +126,8 @@ class UdpListener(asyncio.DatagramProtocol):
         self.accepting = True
         if self._sweeper is None:
             self._schedule_sweep()
+        if self._reply_sweeper is None:
+            self._schedule_reply_sweep()
 
     def close(self) -> None:
         self.accepting = False
@@ -118,9 +136,10 @@ class UdpListener(asyncio.DatagramProtocol):
         if self.transport is not None:
             self.transport.close()
             self.transport = None
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+        for timer in (self._sweeper, self._reply_sweeper):
+            if timer is not None:
+                timer.cancel()
+        self._sweeper = self._reply_sweeper = None
 
     @property
     def drained(self) -> bool:
@@ -144,14 +163,17 @@ class UdpListener(asyncio.DatagramProtocol):
                 self.stats.udp_dropped += 1
                 return
         session.idle = 0
+        session.last = data
+        if not session.waiting_since:
+            session.waiting_since = self.loop.time()
+            self.waiting.add(session)
         try:
             session.sock.send(data)
         except BlockingIOError:
             self.stats.udp_dropped += 1
             return
-        except OSError:
-            session.target.stats.failed += 1
-            session.close()
+        except OSError:  # an ICMP error of an earlier datagram, reported here
+            session.failed(resend=True)
             return
         session.target.stats.bytes_to_backend += len(data)
 
@@ -171,7 +193,7 @@ class UdpListener(asyncio.DatagramProtocol):
                 self.max_sessions,
             )
             return None
-        target = self.balancer.pick()
+        target = choose(self.balancer, [], self.loop.time())
         if target is None:
             self.gate.release()
             self.stats.no_backend += 1
@@ -180,25 +202,20 @@ class UdpListener(asyncio.DatagramProtocol):
             )
             return None
         if not self.fds.take(1):
+            target.outlier.abandon()
             self._no_descriptor("RLIMIT_NOFILE nearly reached")
             return None
         try:
-            sock = socket.socket(self.family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
-        except OSError as exc:
-            self.fds.give(1)
-            if exc.errno not in EXHAUSTED:
+            sock = self.upstream_socket(target)
+        except BaseException:  # not a shortage of descriptors: give back what was taken
+            sock = None
+            raise
+        finally:
+            if sock is None:
+                target.outlier.abandon()
+                self.fds.give(1)
                 self.gate.release()
-                raise
-            self._no_descriptor(exc.strerror or str(exc))
-            return None
-        try:
-            sock.connect((target.host, target.port))
-        except OSError as exc:
-            sock.close()
-            self.fds.give(1)
-            self.gate.release()
-            target.stats.failed += 1
-            self._no_backend_log.warning("listener %s: %s: %s", self.name, target.backend, exc)
+        if sock is None:
             return None
         session = UdpSession(self, addr, sock, target)
         self.sessions[addr] = session
@@ -207,8 +224,31 @@ class UdpListener(asyncio.DatagramProtocol):
         target.stats.udp_sessions += 1
         return session
 
+    def upstream_socket(self, target: Target) -> socket.socket | None:
+        """A non-blocking UDP socket connected to ``target``; None (logged)
+        when there is no descriptor or the connect fails. The caller has
+        taken the descriptor from the budget."""
+        try:
+            sock = socket.socket(self.family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
+        except OSError as exc:
+            if exc.errno not in EXHAUSTED:
+                raise
+            self._fd_exhausted(exc.strerror or str(exc))
+            return None
+        try:
+            sock.connect((target.host, target.port))
+        except OSError as exc:
+            sock.close()
+            target.failed(self.loop.time(), self.name, log)
+            self._no_backend_log.warning("listener %s: %s: %s", self.name, target.backend, exc)
+            return None
+        return sock
+
     def _no_descriptor(self, why: str) -> None:
         self.gate.release()
+        self._fd_exhausted(why)
+
+    def _fd_exhausted(self, why: str) -> None:
         self.stats.fd_exhausted += 1
         self._fd_log.warning(
             "listener %s: no file descriptor for a UDP session (%s), dropping datagrams "
@@ -222,7 +262,26 @@ class UdpListener(asyncio.DatagramProtocol):
         if transport is not None:
             transport.sendto(data, addr)
 
-    # -- idle sweep ----------------------------------------------------------
+    # -- sweeps --------------------------------------------------------------
+    # Unanswered datagrams are judged by a sweep every udp_reply_timeout / 4
+    # (so a datagram counts as unanswered after 1 to 1.25 times the timeout).
+
+    def _schedule_reply_sweep(self) -> None:
+        interval = max(self.options.udp_reply_timeout / IDLE_TICKS, 0.01)
+        self._reply_sweeper = self.loop.call_later(interval, self._sweep_replies)
+
+    def _sweep_replies(self) -> None:
+        self._reply_sweeper = None
+        if self.waiting:
+            deadline = self.loop.time() - self.options.udp_reply_timeout
+            expect = self.options.udp_expect_reply
+            for session in [s for s in self.waiting if s.waiting_since <= deadline]:
+                if expect:
+                    session.failed(resend=False)
+                else:  # one-way traffic: no ICMP error in time is all we can ask
+                    session.answered()
+        if self.transport is not None:
+            self._schedule_reply_sweep()
 
     def _schedule_sweep(self) -> None:
         interval = max(self.options.udp_session_timeout / IDLE_TICKS, 0.01)
@@ -242,9 +301,15 @@ class UdpListener(asyncio.DatagramProtocol):
 
 
 class UdpSession:
-    """One client address and its connected upstream socket."""
+    """One client address and its connected upstream socket.
 
-    __slots__ = ("addr", "idle", "listener", "sock", "target")
+    ``waiting_since`` is the loop time of the oldest datagram not answered
+    yet (0.0: none); ``last`` the latest datagram (a reference, not a copy),
+    resent to the next backend after an ICMP error; ``tried`` the backends
+    this session already failed on.
+    """
+
+    __slots__ = ("addr", "idle", "last", "listener", "sock", "target", "tried", "waiting_since")
 
     def __init__(self, listener: UdpListener, addr: Any, sock: socket.socket, target: Target):
         self.listener = listener
@@ -252,6 +317,9 @@ class UdpSession:
         self.sock = sock
         self.target = target
         self.idle = 0
+        self.last: bytes | None = None
+        self.waiting_since = 0.0
+        self.tried: list[Target] = []
 
     def readable(self) -> None:
         sock = self.sock
@@ -262,18 +330,68 @@ class UdpSession:
                 data = sock.recv(MAX_DATAGRAM)
             except BlockingIOError:
                 return
-            except OSError:  # ICMP unreachable: let the next datagram pick again
-                stats.failed += 1
-                self.close()
+            except OSError:  # an ICMP error (port/host unreachable)
+                self.failed(resend=True)
                 return
             self.idle = 0
+            if self.waiting_since:  # inlined answered(): once per request on the hot path
+                self.waiting_since = 0.0
+                listener.waiting.discard(self)
+                outlier = self.target.outlier
+                if outlier.failures or outlier.out_until:
+                    self.target.succeeded(listener.name, log)
             stats.bytes_to_client += len(data)
             listener.reply(data, self.addr)
+
+    def answered(self) -> None:
+        """The backend answered (or, for one-way traffic, stayed silent in time)."""
+        self.waiting_since = 0.0
+        listener = self.listener
+        listener.waiting.discard(self)
+        self.target.succeeded(listener.name, log)
+
+    def failed(self, resend: bool) -> None:
+        """The backend failed this session: count it, and move the session to
+        another backend (resending the last datagram when ``resend``); with
+        none left untried the session ends and the next datagram starts anew."""
+        listener = self.listener
+        target = self.target
+        self.waiting_since = 0.0
+        listener.waiting.discard(self)
+        now = listener.loop.time()
+        target.failed(now, listener.name, log)
+        self.tried.append(target)
+        new = choose(listener.balancer, self.tried, now)
+        sock = listener.upstream_socket(new) if new is not None else None
+        if new is None or sock is None:
+            if new is not None:
+                new.outlier.abandon()
+            self.close()
+            return
+        listener.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+        self.sock = sock
+        self.target = new
+        new.stats.udp_sessions += 1
+        listener.loop.add_reader(sock.fileno(), self.readable)
+        data = self.last
+        if resend and data is not None:
+            self.waiting_since = now
+            listener.waiting.add(self)
+            try:
+                sock.send(data)
+            except OSError:
+                listener.stats.udp_dropped += 1
+            else:
+                new.stats.bytes_to_backend += len(data)
 
     def close(self) -> None:
         listener = self.listener
         if listener.sessions.get(self.addr) is self:
             del listener.sessions[self.addr]
+            if self.waiting_since:  # no verdict: a probe, if it was one, is freed
+                listener.waiting.discard(self)
+                self.target.outlier.abandon()
             listener.gate.release()
             listener.fds.give(1)
             listener.stats.udp_sessions_active -= 1
