@@ -23,9 +23,11 @@ import copy
 import random
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from ironlb.common.kubetime import format_time, now_utc
+from ironlb.lab.apiserver import apply as ssa
 from ironlb.lab.apiserver import errors
 from ironlb.lab.apiserver.defaults import DefaultingError, ServiceAllocator
 from ironlb.lab.apiserver.patching import apply_patch
@@ -47,6 +49,24 @@ INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease"
 _GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 # Metadata the server owns: a client cannot set or change these through create/update.
 _SERVER_METADATA = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds")
+
+
+FIELD_VALIDATION = ("Strict", "Warn", "Ignore")
+
+
+@dataclass
+class WriteOptions:
+    """How one write is recorded and checked.
+
+    ``manager`` is the field manager of the write (None: ``managedFields`` are kept as
+    they were, for the lab's own writes); ``field_validation`` is the request's
+    ``fieldValidation`` (Kubernetes: Strict fails on unknown fields, Warn reports them
+    in ``warnings``, Ignore prunes them silently); ``owners`` is set by an apply."""
+
+    manager: str | None = None
+    field_validation: str = "Ignore"
+    warnings: list[str] = field(default_factory=list)
+    owners: list[ssa.Owner] | None = None
 
 
 class StaleError(Exception):
@@ -123,15 +143,34 @@ class Cluster:
                 raise errors.invalid(rtype.kind, rtype.group, name, exc.field, exc.problem) from exc
             obj["status"] = crd_status(obj, now_timestamp())
 
-    def _apply_schema(self, rtype: ResourceType, obj: Obj) -> Obj:
-        """Prune, default and validate a custom object against its CRD version's schema."""
+    def _schema(self, rtype: ResourceType) -> Mapping[str, Any] | None:
         if rtype.crd_name is None:
-            return obj
+            return None
         crd = self.store.get(CRDS, "", rtype.crd_name)
-        schema = version_schema(crd, rtype.version) if crd else None
+        return version_schema(crd, rtype.version) if crd else None
+
+    def list_types(self, rtype: ResourceType) -> ssa.ListTypes:
+        """Which lists of ``rtype`` objects are associative (server-side apply)."""
+        if rtype.crd_name is None:
+            return ssa.builtin_list_type
+        return ssa.schema_list_type(self._schema(rtype))
+
+    def _apply_schema(self, rtype: ResourceType, obj: Obj, options: WriteOptions) -> Obj:
+        """Prune, default and validate a custom object against its CRD version's schema;
+        unknown fields are refused (400) or reported as ``options`` asks."""
+        schema = self._schema(rtype)
         if schema is None:
             return obj
-        result, problems = apply_schema(obj, schema)
+        unknown: list[str] = []
+        result, problems = apply_schema(obj, schema, unknown)
+        if unknown and options.field_validation == "Strict":
+            fields = ", ".join(f'unknown field "{path}"' for path in unknown)
+            raise errors.bad_request(
+                f'{rtype.kind} in version "{rtype.version}" cannot be handled as a '
+                f"{rtype.kind}: strict decoding error: {fields}"
+            )
+        if options.field_validation == "Warn":
+            options.warnings.extend(f'unknown field "{path}"' for path in unknown)
         if problems:
             name = obj["metadata"].get("name", "")
             text = "; ".join(f"{path}: {message}" for path, message in problems)
@@ -164,7 +203,46 @@ class Cluster:
 
     # --- verbs --------------------------------------------------------------------
 
-    def create(self, rtype: ResourceType, namespace: str | None, body: Any) -> Obj:
+    def _owners(
+        self,
+        rtype: ResourceType,
+        old: Obj | None,
+        new: Obj,
+        subresource: str | None,
+        options: WriteOptions,
+    ) -> None:
+        """Set ``new``'s ``managedFields``: an apply's owners, or ``old``'s plus this write's
+        manager (Update operation) owning what it added or changed."""
+        old_entries = ((old or {}).get("metadata") or {}).get("managedFields")
+        list_types = self.list_types(rtype)
+        if options.owners is not None:
+            owners = ssa.prune_owners(options.owners, new, list_types)
+        elif options.manager:
+            owners = ssa.record_update(
+                old,
+                new,
+                ssa.owners_from_json(old_entries),
+                options.manager,
+                list_types=list_types,
+                api_version=rtype.api_version,
+                now=now_timestamp(),
+                subresource=subresource or "",
+            )
+        else:
+            owners = ssa.prune_owners(ssa.owners_from_json(old_entries), new, list_types)
+        if owners:
+            new["metadata"]["managedFields"] = [o.to_json() for o in owners]
+        else:
+            new["metadata"].pop("managedFields", None)
+
+    def create(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        body: Any,
+        options: WriteOptions | None = None,
+    ) -> Obj:
+        options = options or WriteOptions()
         obj = check_body(rtype, body)
         meta = obj["metadata"]
         if rtype.namespaced:
@@ -210,8 +288,9 @@ class Cluster:
         meta["creationTimestamp"] = now_timestamp()
         meta["generation"] = 1
         self._initial_status(rtype, obj)
-        obj = self._apply_schema(rtype, obj)
+        obj = self._apply_schema(rtype, obj, options)
         self._apply_kind_rules(rtype, obj, None)
+        self._owners(rtype, None, obj, None, options)
         return self.store.put(rtype.storage_key, ns, name, obj)
 
     # --- what admission webhooks see (no side effects) -------------------------------
@@ -268,6 +347,7 @@ class Cluster:
         body: Any,
         subresource: str | None = None,
         expect_rv: str | None = None,
+        options: WriteOptions | None = None,
     ) -> Obj:
         old = self._existing(rtype, namespace, name, expect_rv)
         new = check_body(rtype, body)
@@ -276,7 +356,7 @@ class Cluster:
             raise errors.bad_request(
                 f"the name of the object ({body_name}) does not match the name on the URL ({name})"
             )
-        return self._update(rtype, old, new, subresource)
+        return self._update(rtype, old, new, subresource, options)
 
     def patch(
         self,
@@ -287,6 +367,7 @@ class Cluster:
         patch: Any,
         subresource: str | None = None,
         expect_rv: str | None = None,
+        options: WriteOptions | None = None,
     ) -> Obj:
         old = self._existing(rtype, namespace, name, expect_rv)
         new = apply_patch(old, content_type, patch)
@@ -295,9 +376,132 @@ class Cluster:
         new = check_body(rtype, new)  # a patch must not store what a PUT may not
         if new["metadata"].get("name") != name:
             raise errors.bad_request("the patch cannot change metadata.name")
-        return self._update(rtype, old, new, subresource)
+        return self._update(rtype, old, new, subresource, options)
 
-    def _update(self, rtype: ResourceType, old: Obj, new: Obj, subresource: str | None) -> Obj:
+    def _applied(self, rtype: ResourceType, name: str, body: Any, subresource: str | None) -> Obj:
+        """An apply body checked and cut to what the target takes (400 if malformed)."""
+        if not isinstance(body, dict) or not body.get("apiVersion") or not body.get("kind"):
+            raise errors.bad_request(
+                "an apply configuration must set apiVersion and kind "
+                f"({rtype.api_version}, {rtype.kind})"
+            )
+        applied = check_body(rtype, body)
+        meta = applied["metadata"]
+        if meta.setdefault("name", name) != name:
+            raise errors.bad_request(
+                f"the name of the object ({meta['name']}) does not match the name on the URL "
+                f"({name})"
+            )
+        if subresource == "status":
+            return {"metadata": meta, "status": applied.get("status") or {}}
+        if rtype.has_status:
+            applied.pop("status", None)  # status is the status subresource's
+        return applied
+
+    def preview_apply(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        *,
+        manager: str,
+        force: bool,
+        subresource: str | None = None,
+    ) -> tuple[Obj | None, Obj]:
+        """What an apply would submit (before server-side rules), rendered, with the live
+        object it merges into (None: the apply creates)."""
+        applied = self._applied(rtype, name, body, subresource)
+        live = self.store.get(rtype.storage_key, self._namespace_of(rtype, namespace), name)
+        owners = ssa.owners_from_json(((live or {}).get("metadata") or {}).get("managedFields"))
+        merged, _owners = ssa.apply(
+            live,
+            applied,
+            owners,
+            manager,
+            force=force,
+            list_types=self.list_types(rtype),
+            api_version=rtype.api_version,
+            now=now_timestamp(),
+            subresource=subresource or "",
+        )
+        if rtype.namespaced and namespace:
+            merged.setdefault("metadata", {})["namespace"] = namespace
+        return live, render(rtype, merged)
+
+    def apply(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        *,
+        manager: str,
+        force: bool,
+        subresource: str | None = None,
+        expect_rv: str | None = None,
+        options: WriteOptions | None = None,
+    ) -> Obj:
+        """Server-side apply of ``body`` by ``manager`` (create if absent): see
+        :mod:`~ironlb.lab.apiserver.apply`. 409 Conflict naming the fields other managers
+        own (``details.causes`` of type FieldManagerConflict) unless ``force``."""
+        options = options or WriteOptions()
+        applied = self._applied(rtype, name, body, subresource)
+        ns = self._namespace_of(rtype, namespace)
+        live = self.store.get(rtype.storage_key, ns, name)
+        if live is not None and expect_rv is not None:
+            live = self._existing(rtype, namespace, name, expect_rv)
+        if live is None and (subresource is not None or expect_rv is not None):
+            if expect_rv is not None:
+                raise StaleError(name)
+            raise errors.not_found(rtype.plural, rtype.group, name)
+        owners = ssa.owners_from_json(((live or {}).get("metadata") or {}).get("managedFields"))
+        try:
+            merged, options.owners = ssa.apply(
+                live,
+                applied,
+                owners,
+                manager,
+                force=force,
+                list_types=self.list_types(rtype),
+                api_version=rtype.api_version,
+                now=now_timestamp(),
+                subresource=subresource or "",
+            )
+        except ssa.ConflictError as exc:
+            raise errors.ApiError(
+                409,
+                "Conflict",
+                exc.message,
+                name=name,
+                group=rtype.group,
+                kind=rtype.plural,
+                causes=exc.causes(),
+            ) from exc
+        if live is None:
+            return self.create(rtype, namespace, merged, options)
+        merged.setdefault("metadata", {})["name"] = name
+        return self._update(rtype, live, check_body(rtype, merged), subresource, options)
+
+    def dry_copy(self) -> Cluster:
+        """An independent copy to run a ``dryRun=All`` request against: same objects, types
+        and allocations; no history, no watches; nothing done to it reaches this cluster."""
+        twin = Cluster.__new__(Cluster)
+        twin.store = self.store.snapshot()
+        twin.registry = copy.deepcopy(self.registry)
+        twin.services = copy.deepcopy(self.services)
+        twin._random = random.Random()
+        return twin
+
+    def _update(
+        self,
+        rtype: ResourceType,
+        old: Obj,
+        new: Obj,
+        subresource: str | None,
+        options: WriteOptions | None = None,
+    ) -> Obj:
+        options = options or WriteOptions()
         meta, old_meta = new["metadata"], old["metadata"]
         name = old_meta["name"]
         wanted_rv = meta.get("resourceVersion")
@@ -337,8 +541,9 @@ class Cluster:
             self._apply_kind_rules(rtype, result, old)
             if rtype.storage_key == CRDS and "status" in old:
                 result["status"] = old["status"]
-        result = self._apply_schema(rtype, result)
+        result = self._apply_schema(rtype, result, options)
         result["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
+        self._owners(rtype, old, result, subresource, options)
         if _spec_part(rtype, result) != _spec_part(rtype, old):
             result["metadata"]["generation"] = int(old_meta.get("generation", 1)) + 1
         if result == {k: v for k, v in old.items() if k not in ("apiVersion", "kind")}:
