@@ -229,9 +229,8 @@ def merge(live: Any, applied: Any, list_types: ListTypes, fields: tuple[str, ...
         kind = _mergeable(fields, live + applied, list_types)
         if kind == "set":
             return copy.deepcopy(live) + [copy.deepcopy(i) for i in applied if i not in live]
-        if isinstance(kind, tuple) and (
-            _mergeable(fields, live, list_types) == kind
-            and _mergeable(fields, applied, list_types) == kind
+        if isinstance(kind, tuple) and all(
+            not side or _mergeable(fields, side, list_types) == kind for side in (live, applied)
         ):
             by_key = {_key_of(i, kind): i for i in live}
             out = [merge(by_key.get(_key_of(i, kind)), i, list_types, fields) for i in applied]
