@@ -145,6 +145,23 @@ def test_conflicting_managers_and_force_conflicts(api_thread_kubeconfig: Path) -
     assert 'conflict with "kubectl-patch" using v1: .data.b' in again.stderr
 
 
+def test_client_side_apply_moves_to_server_side(api_thread_kubeconfig: Path) -> None:
+    """kubectl's first server-side apply over a client-side one rewrites managedFields
+    with a JSON patch (the server takes written managedFields), so later applies own
+    what ``kubectl-client-side-apply`` owned and change it without a conflict."""
+    kc = api_thread_kubeconfig
+    kubectl(kc, "apply", "-f", "-", stdin=configmap(a="1"))
+    assert set(managers(get_json(kc, "configmap", "cfg"))) == {
+        ("kubectl-client-side-apply", "Update")
+    }
+    kubectl(kc, "apply", "--server-side", "-f", "-", stdin=configmap(a="1"))
+    owners = managers(get_json(kc, "configmap", "cfg"))
+    assert set(owners) == {("kubectl", "Apply"), ("kubectl-last-applied", "Apply")}
+    assert owners[("kubectl", "Apply")] == {"f:data": {"f:a": {}}}
+    kubectl(kc, "apply", "--server-side", "-f", "-", stdin=configmap(a="2"))
+    assert get_json(kc, "configmap", "cfg")["data"] == {"a": "2"}
+
+
 def test_dry_run_server_stores_nothing(api_thread_kubeconfig: Path) -> None:
     kc = api_thread_kubeconfig
     out = kubectl(
@@ -433,3 +450,28 @@ async def test_crd_list_map_keys_merge_per_item(http: aiohttp.ClientSession) -> 
         http, "PATCH", f"{url}?fieldManager=a", 200, headers=APPLY, json=gadget([], ["t1"])
     )
     assert left["spec"]["parts"] == [{"name": "y", "size": 2}]
+
+
+async def test_writes_record_update_entries_and_may_set_managed_fields(
+    http: aiohttp.ClientSession,
+) -> None:
+    made = await call(
+        http, "POST", CM, 201, json=cm_body("u", k="1"), headers={"User-Agent": "tool/1.0 (x)"}
+    )
+    assert [(e["manager"], e["operation"]) for e in made["metadata"]["managedFields"]] == [
+        ("tool", "Update")  # the User-Agent up to its first "/"
+    ]
+    body = {**cm_body("u", k="1", j="2"), "metadata": {"name": "u"}}
+    put = await call(http, "PUT", f"{CM}/u?fieldManager=editor", 200, json=body)
+    owners = {e["manager"]: e["fieldsV1"] for e in put["metadata"]["managedFields"]}
+    assert owners == {"tool": {"f:data": {"f:k": {}}}, "editor": {"f:data": {"f:j": {}}}}
+
+    moved = [{**put["metadata"]["managedFields"][0], "manager": "renamed"}]
+    merge = {"Content-Type": "application/merge-patch+json"}
+    patched = await call(
+        http, "PATCH", f"{CM}/u", 200, headers=merge, json={"metadata": {"managedFields": moved}}
+    )
+    assert [e["manager"] for e in patched["metadata"]["managedFields"]] == ["renamed"]
+    cleared = {**body, "metadata": {"name": "u", "managedFields": []}}
+    put = await call(http, "PUT", f"{CM}/u?fieldManager=editor", 200, json=cleared)
+    assert "managedFields" not in put["metadata"]

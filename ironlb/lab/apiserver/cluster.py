@@ -67,6 +67,19 @@ class WriteOptions:
     field_validation: str = "Ignore"
     warnings: list[str] = field(default_factory=list)
     owners: list[ssa.Owner] | None = None
+    supplied: list[Any] | None = None  # managedFields the written object carries
+
+
+def _supplied_managed_fields(body: Any) -> list[Any] | None:
+    """``metadata.managedFields`` a PUT body or patched object sets (None: not set).
+
+    As on kube-apiserver, a client may replace the entries (kubectl does, moving
+    ``kubectl-client-side-apply`` fields to ``kubectl`` after its first server-side
+    apply) or clear them with an empty list; entries that are not well-formed
+    managedFields entries are dropped."""
+    meta = body.get("metadata") if isinstance(body, dict) else None
+    entries = meta.get("managedFields") if isinstance(meta, dict) else None
+    return entries if isinstance(entries, list) else None
 
 
 class StaleError(Exception):
@@ -214,6 +227,8 @@ class Cluster:
         """Set ``new``'s ``managedFields``: an apply's owners, or ``old``'s plus this write's
         manager (Update operation) owning what it added or changed."""
         old_entries = ((old or {}).get("metadata") or {}).get("managedFields")
+        if options.supplied is not None:
+            old_entries = options.supplied
         list_types = self.list_types(rtype)
         if options.owners is not None:
             owners = ssa.prune_owners(options.owners, new, list_types)
@@ -350,6 +365,8 @@ class Cluster:
         options: WriteOptions | None = None,
     ) -> Obj:
         old = self._existing(rtype, namespace, name, expect_rv)
+        options = options or WriteOptions()
+        options.supplied = _supplied_managed_fields(body)
         new = check_body(rtype, body)
         body_name = new["metadata"].get("name")
         if body_name != name:
@@ -373,6 +390,10 @@ class Cluster:
         new = apply_patch(old, content_type, patch)
         if not isinstance(new.get("metadata"), dict):
             raise errors.unprocessable("the patch removed metadata")
+        options = options or WriteOptions()
+        supplied = _supplied_managed_fields(new)
+        if supplied != old["metadata"].get("managedFields"):
+            options.supplied = supplied if supplied is not None else []
         new = check_body(rtype, new)  # a patch must not store what a PUT may not
         if new["metadata"].get("name") != name:
             raise errors.bad_request("the patch cannot change metadata.name")

@@ -320,6 +320,7 @@ class ApiHandler:
         for _attempt in range(10):
             options.warnings.clear()
             options.owners = None
+            options.supplied = None
             expect_rv: str | None = None
             configs = cluster.store.objects(CONFIGS)
             if configs:
