@@ -475,3 +475,27 @@ async def test_writes_record_update_entries_and_may_set_managed_fields(
     cleared = {**body, "metadata": {"name": "u", "managedFields": []}}
     put = await call(http, "PUT", f"{CM}/u?fieldManager=editor", 200, json=cleared)
     assert "managedFields" not in put["metadata"]
+
+
+async def test_duplicate_fields_are_warned_about_or_refused(http: aiohttp.ClientSession) -> None:
+    twice = (
+        b'{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"dup"},"data":{"k":"1","k":"2"}}'
+    )
+    json_type = {"Content-Type": "application/json"}
+    strict = await call(
+        http, "POST", f"{CM}?fieldValidation=Strict", 400, data=twice, headers=json_type
+    )
+    assert strict["message"] == 'strict decoding error: duplicate field "data.k"'
+    await call(http, "GET", f"{CM}/dup", 404)
+    async with http.post(CM, data=twice, headers=json_type) as rsp:
+        assert rsp.status == 201
+        assert rsp.headers.getall("Warning") == ['299 - "duplicate field \\"data.k\\""']
+        assert (await rsp.json())["data"] == {"k": "2"}  # the last one wins, as in Go
+    applied = b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: dup}\ndata:\n  k: '3'\n  k: '4'\n"
+    async with http.patch(
+        f"{CM}/dup?fieldManager=a&force=true", data=applied, headers=APPLY
+    ) as rsp:
+        assert rsp.status == 200
+        assert rsp.headers.getall("Warning") == ['299 - "duplicate field \\"data.k\\""']
+    async with http.put(f"{CM}/dup?fieldValidation=Ignore", data=twice, headers=json_type) as rsp:
+        assert rsp.status == 200 and "Warning" not in rsp.headers

@@ -9,7 +9,9 @@ background garbage collection through ownerReferences (unless the delete
 asks to orphan), Service defaulting, custom objects pruned/defaulted/
 validated against their CRD version's structural schema, and CRDs that
 register their types on create and take them (and their objects) away on
-delete. Updates that change nothing are not written (no new
+delete, server-side apply and ``managedFields`` (the merge and ownership
+rules are :mod:`~ironlb.lab.apiserver.apply`'s), field validation of custom
+objects, and independent copies for dry runs. Updates that change nothing are not written (no new
 resourceVersion, no watch event), as on a real cluster.
 
 Simplified (documented): deleting a Namespace deletes its objects at once

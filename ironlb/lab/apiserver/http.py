@@ -8,6 +8,10 @@ errors). Writes pass the matching validating webhooks first
 :mod:`~ironlb.lab.apiserver.watches`. Protobuf bodies are read and, for a
 client that prefers them, written by :mod:`~ironlb.lab.apiserver.protobody`;
 everything else (errors, Tables, watches, discovery) is JSON.
+Server-side apply, the field manager of every write, ``fieldValidation`` and
+``dryRun=All`` are read from the request here and carried out by the cluster
+(:class:`~ironlb.lab.apiserver.cluster.WriteOptions`); field-validation
+warnings go out as ``Warning`` headers.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from ironlb.lab.apiserver.protobody import prefers_protobuf
 from ironlb.lab.apiserver.registry import CRDS, ResourceType
 from ironlb.lab.apiserver.selectors import SelectorError, make_filter
 from ironlb.lab.apiserver.tables import crd_columns, table, wants_table
+from ironlb.lab.apiserver.validation import duplicate_fields
 from ironlb.lab.apiserver.watches import TRUE, WatchStream
 
 log = logging.getLogger(__name__)
@@ -230,6 +235,20 @@ class ApiHandler:
                 )
         return self.cluster.dry_copy() if values and request.method != "GET" else self.cluster
 
+    @staticmethod
+    async def _duplicates(
+        request: web.Request, options: WriteOptions, *, json_only: bool = False
+    ) -> None:
+        """Field validation of fields the body sets twice: 400 (Strict), a warning (Warn)."""
+        if request.content_type == PROTOBUF or options.field_validation == "Ignore":
+            return
+        as_yaml = "yaml" in request.content_type and not json_only
+        found = duplicate_fields(await request.read(), as_yaml)
+        if found and options.field_validation == "Strict":
+            fields = ", ".join(f'duplicate field "{path}"' for path in found)
+            raise errors.bad_request(f"strict decoding error: {fields}")
+        options.warnings.extend(f'duplicate field "{path}"' for path in found)
+
     async def _verb(self, request: web.Request, target: Target, path: str) -> web.StreamResponse:
         cluster, method = self._cluster_for(request), request.method
         rtype, ns, name = target.rtype, target.namespace, target.name
@@ -257,6 +276,7 @@ class ApiHandler:
                 return _object(request, self._list_body(rtype, items, rv))
             if method == "POST" and (ns is not None or not rtype.namespaced):
                 body = await self._body(request)
+                await self._duplicates(request, options)
                 created = await self._admitted(cluster, target, "CREATE", body, None, options)
                 return _warned(_object(request, render(rtype, created), 201), options)
             if method == "DELETE" and (ns is not None or not rtype.namespaced):
@@ -269,11 +289,13 @@ class ApiHandler:
             return _object(request, obj)
         if method == "PUT":
             body = await self._body(request)
+            await self._duplicates(request, options)
             replaced = await self._admitted(cluster, target, "UPDATE", body, None, options)
             return _warned(_object(request, render(rtype, replaced)), options)
         if method == "PATCH":
             if is_apply:
                 body = await self._body(request)
+                await self._duplicates(request, options)
                 live_before = cluster.store.get(
                     rtype.storage_key, (ns or "") if rtype.namespaced else "", name
                 )
@@ -286,6 +308,7 @@ class ApiHandler:
                 raise errors.unsupported_media_type(media)
             content_type = request.headers.get("Content-Type", "")
             body = await self._body(request, content_type="application/json")
+            await self._duplicates(request, options, json_only=True)
             patched = await self._admitted(cluster, target, "UPDATE", body, content_type, options)
             return _warned(_object(request, render(rtype, patched)), options)
         if method == "DELETE" and target.subresource is None:
@@ -317,8 +340,9 @@ class ApiHandler:
         rtype = target.rtype
         ns = target.namespace if rtype.namespaced else None
         manager = options.manager or ""
+        body_warnings = len(options.warnings)
         for _attempt in range(10):
-            options.warnings.clear()
+            del options.warnings[body_warnings:]
             options.owners = None
             options.supplied = None
             expect_rv: str | None = None
