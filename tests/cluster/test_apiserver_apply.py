@@ -193,6 +193,37 @@ def test_dry_run_server_stores_nothing(api_thread_kubeconfig: Path) -> None:
     assert run_kubectl(kc, "get", "service", "dry").returncode == 1
 
 
+def test_diff_server_side_and_status_subresource_apply(api_thread_kubeconfig: Path) -> None:
+    kc = api_thread_kubeconfig
+    kubectl(kc, "apply", "--server-side", "-f", "-", stdin=service(80))
+    before = get_json(kc, "service", "web")
+    diff = run_kubectl(kc, "diff", "--server-side", "-f", "-", stdin=service(81))
+    assert diff.returncode == 1, diff.stderr  # 1: differences found
+    assert "+  - port: 81" in diff.stdout and "-  - port: 80" in diff.stdout
+    assert "resourceVersion" not in diff.stdout  # a dry run writes nothing
+    assert get_json(kc, "service", "web") == before
+
+    status = (
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\n"
+        "status: {loadBalancer: {ingress: [{ip: 198.18.0.1}]}}\n"
+    )
+    kubectl(
+        kc,
+        "apply",
+        "--server-side",
+        "--subresource=status",
+        "--field-manager=ctl",
+        "-f",
+        "-",
+        stdin=status,
+    )
+    svc = get_json(kc, "service", "web")
+    assert svc["status"]["loadBalancer"]["ingress"] == [{"ip": "198.18.0.1"}]
+    entry = next(e for e in svc["metadata"]["managedFields"] if e["manager"] == "ctl")
+    assert entry["subresource"] == "status" and entry["operation"] == "Apply"
+    assert svc["spec"] == before["spec"]
+
+
 POOL_TYPO = """\
 apiVersion: ironlb.io/v1alpha1
 kind: IPAddressPool
@@ -314,6 +345,7 @@ async def test_dry_run_answers_as_if_done_and_stores_nothing(http: aiohttp.Clien
     before = await call(http, "GET", CM, 200)
     dry = await call(http, "POST", f"{CM}?dryRun=All", 201, json=cm_body("d", k="1"))
     assert dry["metadata"]["uid"] and dry["data"] == {"k": "1"}
+    assert "resourceVersion" not in dry["metadata"]  # nothing was written
     await call(http, "GET", f"{CM}/d", 404)
     await call(
         http, "PATCH", f"{CM}/d?fieldManager=a&dryRun=All", 201, headers=APPLY, json=cm_body("d")
@@ -323,6 +355,7 @@ async def test_dry_run_answers_as_if_done_and_stores_nothing(http: aiohttp.Clien
     real = await call(http, "POST", CM, 201, json=cm_body("d", k="1"))
     changed = await call(http, "PUT", f"{CM}/d?dryRun=All", 200, json=cm_body("d", k="2"))
     assert changed["data"] == {"k": "2"}
+    assert changed["metadata"]["resourceVersion"] == real["metadata"]["resourceVersion"]
     gone = await call(http, "DELETE", f"{CM}/d?dryRun=All", 200)
     assert gone["metadata"]["name"] == "d"
     assert await call(http, "GET", f"{CM}/d", 200) == real

@@ -235,6 +235,19 @@ class ApiHandler:
                 )
         return self.cluster.dry_copy() if values and request.method != "GET" else self.cluster
 
+    def _answer(self, cluster: Cluster, rtype: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
+        """A written object as served; after a dry run with the resourceVersion the stored
+        object has (none for a dry create), as kube-apiserver answers: nothing was written."""
+        if cluster is not self.cluster:
+            meta = obj["metadata"]
+            ns = meta.get("namespace", "") if rtype.namespaced else ""
+            stored = self.cluster.store.get(rtype.storage_key, ns, meta.get("name", ""))
+            if stored is None:
+                meta.pop("resourceVersion", None)
+            else:
+                meta["resourceVersion"] = stored["metadata"]["resourceVersion"]
+        return render(rtype, obj)
+
     @staticmethod
     async def _duplicates(
         request: web.Request, options: WriteOptions, *, json_only: bool = False
@@ -278,7 +291,9 @@ class ApiHandler:
                 body = await self._body(request)
                 await self._duplicates(request, options)
                 created = await self._admitted(cluster, target, "CREATE", body, None, options)
-                return _warned(_object(request, render(rtype, created), 201), options)
+                return _warned(
+                    _object(request, self._answer(cluster, rtype, created), 201), options
+                )
             if method == "DELETE" and (ns is not None or not rtype.namespaced):
                 return await self._delete_collection(request, cluster, target)
             raise errors.method_not_allowed(method, path)
@@ -291,7 +306,7 @@ class ApiHandler:
             body = await self._body(request)
             await self._duplicates(request, options)
             replaced = await self._admitted(cluster, target, "UPDATE", body, None, options)
-            return _warned(_object(request, render(rtype, replaced)), options)
+            return _warned(_object(request, self._answer(cluster, rtype, replaced)), options)
         if method == "PATCH":
             if is_apply:
                 body = await self._body(request)
@@ -303,21 +318,24 @@ class ApiHandler:
                     cluster, target, "APPLY", body, None, options, force=force
                 )
                 status = 201 if live_before is None else 200
-                return _warned(_object(request, render(rtype, applied), status), options)
+                return _warned(
+                    _object(request, self._answer(cluster, rtype, applied), status), options
+                )
             if media not in PATCH_TYPES:
                 raise errors.unsupported_media_type(media)
             content_type = request.headers.get("Content-Type", "")
             body = await self._body(request, content_type="application/json")
             await self._duplicates(request, options, json_only=True)
             patched = await self._admitted(cluster, target, "UPDATE", body, content_type, options)
-            return _warned(_object(request, render(rtype, patched)), options)
+            return _warned(_object(request, self._answer(cluster, rtype, patched)), options)
         if method == "DELETE" and target.subresource is None:
             delete_options = await self._body(request, allow_empty=True) or {}
             if not isinstance(delete_options, Mapping):
                 raise errors.bad_request("DeleteOptions must be an object")
             if delete_options.get("dryRun"):
                 cluster = self._cluster_for(request, delete_options["dryRun"])
-            return _object(request, render(rtype, cluster.delete(rtype, ns, name, delete_options)))
+            deleted = cluster.delete(rtype, ns, name, delete_options)
+            return _object(request, self._answer(cluster, rtype, deleted))
         raise errors.method_not_allowed(method, path)
 
     async def _admitted(
