@@ -219,24 +219,28 @@ def value_at(obj: Any, path: Path, list_types: ListTypes) -> Any:
 def merge(live: Any, applied: Any, list_types: ListTypes, fields: tuple[str, ...] = ()) -> Any:
     """``applied`` merged into ``live``: maps field by field, associative lists item by
     item (applied order, then items only ``live`` has), sets as unions, all else replaced.
-    Inputs are not changed."""
+    Inputs are not changed (each is copied once)."""
+    return _merge(copy.deepcopy(live), copy.deepcopy(applied), list_types, fields)
+
+
+def _merge(live: Any, applied: Any, list_types: ListTypes, fields: tuple[str, ...]) -> Any:
+    """:func:`merge` on values the caller gives away (they are reused, not copied)."""
     if isinstance(applied, dict) and isinstance(live, dict):
-        result = copy.deepcopy(live)
         for key, value in applied.items():
-            result[key] = merge(live.get(key), value, list_types, (*fields, key))
-        return result
+            live[key] = _merge(live.get(key), value, list_types, (*fields, key))
+        return live
     if isinstance(applied, list) and isinstance(live, list):
         kind = _mergeable(fields, live + applied, list_types)
         if kind == "set":
-            return copy.deepcopy(live) + [copy.deepcopy(i) for i in applied if i not in live]
+            return live + [i for i in applied if i not in live]
         if isinstance(kind, tuple) and all(
             not side or _mergeable(fields, side, list_types) == kind for side in (live, applied)
         ):
             by_key = {_key_of(i, kind): i for i in live}
-            out = [merge(by_key.get(_key_of(i, kind)), i, list_types, fields) for i in applied]
+            out = [_merge(by_key.get(_key_of(i, kind)), i, list_types, fields) for i in applied]
             sent = {_key_of(i, kind) for i in applied}
-            return out + [copy.deepcopy(i) for i in live if _key_of(i, kind) not in sent]
-    return copy.deepcopy(applied)
+            return out + [i for i in live if _key_of(i, kind) not in sent]
+    return applied
 
 
 def remove_fields(

@@ -231,6 +231,9 @@ class Cluster:
         old_entries = ((old or {}).get("metadata") or {}).get("managedFields")
         if options.supplied is not None:
             old_entries = options.supplied
+        if not old_entries and options.owners is None and not options.manager:
+            new["metadata"].pop("managedFields", None)
+            return  # nobody owns anything and this write names no manager
         list_types = self.list_types(rtype)
         if options.owners is not None:
             owners = ssa.prune_owners(options.owners, new, list_types)
