@@ -409,6 +409,7 @@ class ApiHandler:
                     obj,
                     old,
                     cluster.namespace_labels(ns or ""),
+                    dry_run=cluster is not self.cluster,
                 )
                 webhooks = matching_webhooks(configs, attrs)
                 if webhooks:
