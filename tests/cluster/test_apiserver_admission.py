@@ -125,6 +125,32 @@ async def test_webhook_allows_and_denies(http: aiohttp.ClientSession, webhook: W
     assert len(webhook.reviews) == before
 
 
+async def test_server_side_apply_and_dry_runs_are_reviewed(
+    http: aiohttp.ClientSession, webhook: Webhook
+) -> None:
+    await call(http, "POST", VWC, 201, json=configuration(webhook.url))
+    apply = {"Content-Type": "application/apply-patch+yaml"}
+
+    def body(**data: str) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": data}
+
+    made = await call(http, "PATCH", f"{CM}/a?fieldManager=m", 201, headers=apply, json=body(x="1"))
+    review = webhook.reviews[-1]["request"]
+    assert review["operation"] == "CREATE" and review["object"]["data"] == {"x": "1"}
+    assert review["dryRun"] is False
+    await call(http, "PATCH", f"{CM}/a?fieldManager=m", 422, headers=apply, json=body(bad="1"))
+    review = webhook.reviews[-1]["request"]
+    assert review["operation"] == "UPDATE" and review["oldObject"]["data"] == {"x": "1"}
+    assert review["object"]["data"] == {"bad": "1"}  # the merged object: x was m's, dropped
+    assert await call(http, "GET", f"{CM}/a", 200) == made  # denied: nothing stored
+
+    dry = await call(
+        http, "PATCH", f"{CM}/a?fieldManager=m&dryRun=All", 200, headers=apply, json=body(y="2")
+    )
+    assert dry["data"] == {"y": "2"} and webhook.reviews[-1]["request"]["dryRun"] is True
+    assert await call(http, "GET", f"{CM}/a", 200) == made
+
+
 async def test_webhook_selectors(http: aiohttp.ClientSession, webhook: Webhook) -> None:
     config = configuration(
         webhook.url,

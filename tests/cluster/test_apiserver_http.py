@@ -245,8 +245,15 @@ async def test_patch_content_types(http: aiohttp.ClientSession) -> None:
     assert smp["data"]["s"] == "1"
 
     apply_yaml = {"Content-Type": "application/apply-patch+yaml"}
-    refused = await call(http, "PATCH", f"{CM}/p", 415, headers=apply_yaml, data=b"data: {}")
-    assert_status(refused, 415, "UnsupportedMediaType")
+    refused = await call(http, "PATCH", f"{CM}/p", 400, headers=apply_yaml, data=b"data: {}")
+    assert_status(refused, 400, "BadRequest")
+    assert refused["message"] == "fieldManager is required for apply requests"
+    unknown = {"Content-Type": "application/cbor"}
+    assert_status(
+        await call(http, "PATCH", f"{CM}/p", 415, headers=unknown, data=b"\xa0"),
+        415,
+        "UnsupportedMediaType",
+    )
 
     bad_merge = await call(http, "PATCH", f"{CM}/p", 422, headers=MERGE, json=["not", "a", "map"])
     assert_status(bad_merge, 422, "Invalid")

@@ -52,6 +52,7 @@ class Attributes:
     obj: Mapping[str, Any]
     old: Mapping[str, Any] | None
     namespace_labels: Mapping[str, str]
+    dry_run: bool = False  # dryRun=All: the review says so, nothing will be stored
 
 
 def _listed(value: str, allowed: Sequence[str] | None) -> bool:
@@ -133,7 +134,7 @@ def review_request(attrs: Attributes) -> dict[str, Any]:
         "userInfo": {"username": "ironlb-lab", "groups": ["system:masters"]},
         "object": attrs.obj,
         "oldObject": attrs.old,
-        "dryRun": False,
+        "dryRun": attrs.dry_run,
         "options": {
             "apiVersion": "meta.k8s.io/v1",
             "kind": "CreateOptions" if attrs.operation == "CREATE" else "UpdateOptions",

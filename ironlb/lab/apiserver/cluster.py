@@ -9,7 +9,9 @@ background garbage collection through ownerReferences (unless the delete
 asks to orphan), Service defaulting, custom objects pruned/defaulted/
 validated against their CRD version's structural schema, and CRDs that
 register their types on create and take them (and their objects) away on
-delete. Updates that change nothing are not written (no new
+delete, server-side apply and ``managedFields`` (the merge and ownership
+rules are :mod:`~ironlb.lab.apiserver.apply`'s), field validation of custom
+objects, and independent copies for dry runs. Updates that change nothing are not written (no new
 resourceVersion, no watch event), as on a real cluster.
 
 Simplified (documented): deleting a Namespace deletes its objects at once
@@ -23,9 +25,11 @@ import copy
 import random
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from ironlb.common.kubetime import format_time, now_utc
+from ironlb.lab.apiserver import apply as ssa
 from ironlb.lab.apiserver import errors
 from ironlb.lab.apiserver.defaults import DefaultingError, ServiceAllocator
 from ironlb.lab.apiserver.patching import apply_patch
@@ -47,6 +51,37 @@ INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease"
 _GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 # Metadata the server owns: a client cannot set or change these through create/update.
 _SERVER_METADATA = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds")
+
+
+FIELD_VALIDATION = ("Strict", "Warn", "Ignore")
+
+
+@dataclass
+class WriteOptions:
+    """How one write is recorded and checked.
+
+    ``manager`` is the field manager of the write (None: ``managedFields`` are kept as
+    they were, for the lab's own writes); ``field_validation`` is the request's
+    ``fieldValidation`` (Kubernetes: Strict fails on unknown fields, Warn reports them
+    in ``warnings``, Ignore prunes them silently); ``owners`` is set by an apply."""
+
+    manager: str | None = None
+    field_validation: str = "Ignore"
+    warnings: list[str] = field(default_factory=list)
+    owners: list[ssa.Owner] | None = None
+    supplied: list[Any] | None = None  # managedFields the written object carries
+
+
+def _supplied_managed_fields(body: Any) -> list[Any] | None:
+    """``metadata.managedFields`` a PUT body or patched object sets (None: not set).
+
+    As on kube-apiserver, a client may replace the entries (kubectl does, moving
+    ``kubectl-client-side-apply`` fields to ``kubectl`` after its first server-side
+    apply) or clear them with an empty list; entries that are not well-formed
+    managedFields entries are dropped."""
+    meta = body.get("metadata") if isinstance(body, dict) else None
+    entries = meta.get("managedFields") if isinstance(meta, dict) else None
+    return entries if isinstance(entries, list) else None
 
 
 class StaleError(Exception):
@@ -131,15 +166,28 @@ class Cluster:
         crd = self.store.get(CRDS, "", rtype.crd_name)
         return version_schema(crd, rtype.version) if crd else None
 
-    def _apply_schema(self, rtype: ResourceType, obj: Obj) -> Obj:
-        """Prune, default and validate a custom object against its CRD version's schema."""
+    def list_types(self, rtype: ResourceType) -> ssa.ListTypes:
+        """Which lists of ``rtype`` objects are associative (server-side apply)."""
         if rtype.crd_name is None:
-            return obj
-        crd = self.store.get(CRDS, "", rtype.crd_name)
-        schema = version_schema(crd, rtype.version) if crd else None
+            return ssa.builtin_list_type
+        return ssa.schema_list_type(self.type_schema(rtype))
+
+    def _apply_schema(self, rtype: ResourceType, obj: Obj, options: WriteOptions) -> Obj:
+        """Prune, default and validate a custom object against its CRD version's schema;
+        unknown fields are refused (400) or reported as ``options`` asks."""
+        schema = self.type_schema(rtype)
         if schema is None:
             return obj
-        result, problems = apply_schema(obj, schema)
+        unknown: list[str] = []
+        result, problems = apply_schema(obj, schema, unknown)
+        if unknown and options.field_validation == "Strict":
+            fields = ", ".join(f'unknown field "{path}"' for path in unknown)
+            raise errors.bad_request(
+                f'{rtype.kind} in version "{rtype.version}" cannot be handled as a '
+                f"{rtype.kind}: strict decoding error: {fields}"
+            )
+        if options.field_validation == "Warn":
+            options.warnings.extend(f'unknown field "{path}"' for path in unknown)
         if problems:
             name = obj["metadata"].get("name", "")
             text = "; ".join(f"{path}: {message}" for path, message in problems)
@@ -172,7 +220,51 @@ class Cluster:
 
     # --- verbs --------------------------------------------------------------------
 
-    def create(self, rtype: ResourceType, namespace: str | None, body: Any) -> Obj:
+    def _owners(
+        self,
+        rtype: ResourceType,
+        old: Obj | None,
+        new: Obj,
+        subresource: str | None,
+        options: WriteOptions,
+    ) -> None:
+        """Set ``new``'s ``managedFields``: an apply's owners, or ``old``'s plus this write's
+        manager (Update operation) owning what it added or changed."""
+        old_entries = ((old or {}).get("metadata") or {}).get("managedFields")
+        if options.supplied is not None:
+            old_entries = options.supplied
+        if not old_entries and options.owners is None and not options.manager:
+            new["metadata"].pop("managedFields", None)
+            return  # nobody owns anything and this write names no manager
+        list_types = self.list_types(rtype)
+        if options.owners is not None:
+            owners = ssa.prune_owners(options.owners, new, list_types)
+        elif options.manager:
+            owners = ssa.record_update(
+                old,
+                new,
+                ssa.owners_from_json(old_entries),
+                options.manager,
+                list_types=list_types,
+                api_version=rtype.api_version,
+                now=now_timestamp(),
+                subresource=subresource or "",
+            )
+        else:
+            owners = ssa.prune_owners(ssa.owners_from_json(old_entries), new, list_types)
+        if owners:
+            new["metadata"]["managedFields"] = [o.to_json() for o in owners]
+        else:
+            new["metadata"].pop("managedFields", None)
+
+    def create(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        body: Any,
+        options: WriteOptions | None = None,
+    ) -> Obj:
+        options = options or WriteOptions()
         obj = check_body(rtype, body)
         meta = obj["metadata"]
         if rtype.namespaced:
@@ -218,8 +310,9 @@ class Cluster:
         meta["creationTimestamp"] = now_timestamp()
         meta["generation"] = 1
         self._initial_status(rtype, obj)
-        obj = self._apply_schema(rtype, obj)
+        obj = self._apply_schema(rtype, obj, options)
         self._apply_kind_rules(rtype, obj, None)
+        self._owners(rtype, None, obj, None, options)
         return self.store.put(rtype.storage_key, ns, name, obj)
 
     # --- what admission webhooks see (no side effects) -------------------------------
@@ -276,15 +369,18 @@ class Cluster:
         body: Any,
         subresource: str | None = None,
         expect_rv: str | None = None,
+        options: WriteOptions | None = None,
     ) -> Obj:
         old = self._existing(rtype, namespace, name, expect_rv)
+        options = options or WriteOptions()
+        options.supplied = _supplied_managed_fields(body)
         new = check_body(rtype, body)
         body_name = new["metadata"].get("name")
         if body_name != name:
             raise errors.bad_request(
                 f"the name of the object ({body_name}) does not match the name on the URL ({name})"
             )
-        return self._update(rtype, old, new, subresource)
+        return self._update(rtype, old, new, subresource, options)
 
     def patch(
         self,
@@ -295,17 +391,145 @@ class Cluster:
         patch: Any,
         subresource: str | None = None,
         expect_rv: str | None = None,
+        options: WriteOptions | None = None,
     ) -> Obj:
         old = self._existing(rtype, namespace, name, expect_rv)
         new = apply_patch(old, content_type, patch)
         if not isinstance(new.get("metadata"), dict):
             raise errors.unprocessable("the patch removed metadata")
+        options = options or WriteOptions()
+        supplied = _supplied_managed_fields(new)
+        if supplied != old["metadata"].get("managedFields"):
+            options.supplied = supplied if supplied is not None else []
         new = check_body(rtype, new)  # a patch must not store what a PUT may not
         if new["metadata"].get("name") != name:
             raise errors.bad_request("the patch cannot change metadata.name")
-        return self._update(rtype, old, new, subresource)
+        return self._update(rtype, old, new, subresource, options)
 
-    def _update(self, rtype: ResourceType, old: Obj, new: Obj, subresource: str | None) -> Obj:
+    def _applied(self, rtype: ResourceType, name: str, body: Any, subresource: str | None) -> Obj:
+        """An apply body checked and cut to what the target takes (400 if malformed)."""
+        if not isinstance(body, dict) or not body.get("apiVersion") or not body.get("kind"):
+            raise errors.bad_request(
+                "an apply configuration must set apiVersion and kind "
+                f"({rtype.api_version}, {rtype.kind})"
+            )
+        applied = check_body(rtype, body)
+        meta = applied["metadata"]
+        if meta.setdefault("name", name) != name:
+            raise errors.bad_request(
+                f"the name of the object ({meta['name']}) does not match the name on the URL "
+                f"({name})"
+            )
+        if subresource == "status":
+            return {"metadata": meta, "status": applied.get("status") or {}}
+        if rtype.has_status:
+            applied.pop("status", None)  # status is the status subresource's
+        return applied
+
+    def preview_apply(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        *,
+        manager: str,
+        force: bool,
+        subresource: str | None = None,
+    ) -> tuple[Obj | None, Obj]:
+        """What an apply would submit (before server-side rules), rendered, with the live
+        object it merges into (None: the apply creates)."""
+        applied = self._applied(rtype, name, body, subresource)
+        live = self.store.get(rtype.storage_key, self._namespace_of(rtype, namespace), name)
+        owners = ssa.owners_from_json(((live or {}).get("metadata") or {}).get("managedFields"))
+        merged, _owners = ssa.apply(
+            live,
+            applied,
+            owners,
+            manager,
+            force=force,
+            list_types=self.list_types(rtype),
+            api_version=rtype.api_version,
+            now=now_timestamp(),
+            subresource=subresource or "",
+        )
+        if rtype.namespaced and namespace:
+            merged.setdefault("metadata", {})["namespace"] = namespace
+        return live, render(rtype, merged)
+
+    def apply(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        *,
+        manager: str,
+        force: bool,
+        subresource: str | None = None,
+        expect_rv: str | None = None,
+        options: WriteOptions | None = None,
+    ) -> Obj:
+        """Server-side apply of ``body`` by ``manager`` (create if absent): see
+        :mod:`~ironlb.lab.apiserver.apply`. 409 Conflict naming the fields other managers
+        own (``details.causes`` of type FieldManagerConflict) unless ``force``."""
+        options = options or WriteOptions()
+        applied = self._applied(rtype, name, body, subresource)
+        ns = self._namespace_of(rtype, namespace)
+        live = self.store.get(rtype.storage_key, ns, name)
+        if live is not None and expect_rv is not None:
+            live = self._existing(rtype, namespace, name, expect_rv)
+        if live is None and (subresource is not None or expect_rv is not None):
+            if expect_rv is not None:
+                raise StaleError(name)
+            raise errors.not_found(rtype.plural, rtype.group, name)
+        owners = ssa.owners_from_json(((live or {}).get("metadata") or {}).get("managedFields"))
+        try:
+            merged, options.owners = ssa.apply(
+                live,
+                applied,
+                owners,
+                manager,
+                force=force,
+                list_types=self.list_types(rtype),
+                api_version=rtype.api_version,
+                now=now_timestamp(),
+                subresource=subresource or "",
+            )
+        except ssa.ConflictError as exc:
+            raise errors.ApiError(
+                409,
+                "Conflict",
+                exc.message,
+                name=name,
+                group=rtype.group,
+                kind=rtype.plural,
+                causes=exc.causes(),
+            ) from exc
+        if live is None:
+            return self.create(rtype, namespace, merged, options)
+        merged.setdefault("metadata", {})["name"] = name
+        return self._update(rtype, live, check_body(rtype, merged), subresource, options)
+
+    def dry_copy(self) -> Cluster:
+        """An independent copy to run a ``dryRun=All`` request against: same objects, types
+        and allocations; no history, no watches; nothing done to it reaches this cluster."""
+        twin = Cluster.__new__(Cluster)
+        twin.store = self.store.snapshot()
+        twin.registry = copy.deepcopy(self.registry)
+        twin.services = copy.deepcopy(self.services)
+        twin._random = random.Random()
+        return twin
+
+    def _update(
+        self,
+        rtype: ResourceType,
+        old: Obj,
+        new: Obj,
+        subresource: str | None,
+        options: WriteOptions | None = None,
+    ) -> Obj:
+        options = options or WriteOptions()
         meta, old_meta = new["metadata"], old["metadata"]
         name = old_meta["name"]
         wanted_rv = meta.get("resourceVersion")
@@ -345,8 +569,9 @@ class Cluster:
             self._apply_kind_rules(rtype, result, old)
             if rtype.storage_key == CRDS and "status" in old:
                 result["status"] = old["status"]
-        result = self._apply_schema(rtype, result)
+        result = self._apply_schema(rtype, result, options)
         result["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
+        self._owners(rtype, old, result, subresource, options)
         if _spec_part(rtype, result) != _spec_part(rtype, old):
             result["metadata"]["generation"] = int(old_meta.get("generation", 1)) + 1
         if result == {k: v for k, v in old.items() if k not in ("apiVersion", "kind")}:

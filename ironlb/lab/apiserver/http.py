@@ -8,6 +8,10 @@ errors). Writes pass the matching validating webhooks first
 :mod:`~ironlb.lab.apiserver.watches`. Protobuf bodies are read and, for a
 client that prefers them, written by :mod:`~ironlb.lab.apiserver.protobody`;
 everything else (errors, Tables, watches, discovery) is JSON.
+Server-side apply, the field manager of every write, ``fieldValidation`` and
+``dryRun=All`` are read from the request here and carried out by the cluster
+(:class:`~ironlb.lab.apiserver.cluster.WriteOptions`); field-validation
+warnings go out as ``Warning`` headers.
 """
 
 from __future__ import annotations
@@ -23,8 +27,15 @@ from aiohttp import web
 
 from ironlb.lab.apiserver import errors
 from ironlb.lab.apiserver.admission import CONFIGS, AdmissionCaller, Attributes, matching_webhooks
-from ironlb.lab.apiserver.cluster import Cluster, StaleError, render
+from ironlb.lab.apiserver.cluster import (
+    FIELD_VALIDATION,
+    Cluster,
+    StaleError,
+    WriteOptions,
+    render,
+)
 from ironlb.lab.apiserver.openapi import openapi_document, openapi_index
+from ironlb.lab.apiserver.patching import APPLY as APPLY_PATCH
 from ironlb.lab.apiserver.patching import SUPPORTED as PATCH_TYPES
 from ironlb.lab.apiserver.protobody import MEDIA_TYPE as PROTOBUF
 from ironlb.lab.apiserver.protobody import decode as decode_protobuf
@@ -33,6 +44,7 @@ from ironlb.lab.apiserver.protobody import prefers_protobuf
 from ironlb.lab.apiserver.registry import CRDS, ResourceType
 from ironlb.lab.apiserver.selectors import SelectorError, make_filter
 from ironlb.lab.apiserver.tables import crd_columns, table, wants_table
+from ironlb.lab.apiserver.validation import duplicate_fields
 from ironlb.lab.apiserver.watches import TRUE, WatchStream
 
 log = logging.getLogger(__name__)
@@ -66,13 +78,34 @@ def _json(body: Any, status: int = 200) -> web.Response:
     )
 
 
+def _without_managed_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` (an object or a list) without ``metadata.managedFields``, which the 1.14
+    protobuf definitions cannot carry (they predate ``fieldsV1``)."""
+    out = dict(body)
+    if isinstance(out.get("metadata"), dict):
+        out["metadata"] = {k: v for k, v in out["metadata"].items() if k != "managedFields"}
+    if isinstance(out.get("items"), list):
+        out["items"] = [
+            _without_managed_fields(i) if isinstance(i, dict) else i for i in out["items"]
+        ]
+    return out
+
+
 def _object(request: web.Request, body: dict[str, Any], status: int = 200) -> web.Response:
     """An object or list: protobuf when the client prefers it and the kind fits, else JSON."""
     if prefers_protobuf(request.headers.get("Accept")):
-        encoded = encode_protobuf(body)
+        encoded = encode_protobuf(_without_managed_fields(body))
         if encoded is not None:
             return web.Response(body=encoded, status=status, content_type=PROTOBUF)
     return _json(body, status)
+
+
+def _warned(response: web.Response, options: WriteOptions) -> web.Response:
+    """``response`` with one ``Warning: 299 - "..."`` header per field-validation warning
+    (RFC 7234 warn-code 299, the form kube-apiserver uses and kubectl prints)."""
+    for text in options.warnings:
+        response.headers.add("Warning", "299 - " + json.dumps(text))
+    return response
 
 
 class ApiHandler:
@@ -168,11 +201,76 @@ class ApiHandler:
             raise errors.path_not_found(path)
         return Target(rtype, namespace, name, subresource)
 
+    @staticmethod
+    def _write_options(request: web.Request, *, apply: bool) -> WriteOptions:
+        """``fieldManager`` (default: the User-Agent up to its first ``/``, as kube-apiserver
+        does; required for apply) and ``fieldValidation`` (default Warn), or 400."""
+        manager = request.query.get("fieldManager")
+        if manager is not None and len(manager) > 128:
+            raise errors.bad_request("fieldManager: Too long: may not be longer than 128")
+        if apply and not manager:
+            raise errors.bad_request("fieldManager is required for apply requests")
+        if not manager:
+            manager = request.headers.get("User-Agent", "").split("/", 1)[0][:128]
+        validation = request.query.get("fieldValidation", "Warn")
+        if validation not in FIELD_VALIDATION:
+            raise errors.bad_request(
+                f"fieldValidation: Unsupported value: {validation!r}: supported values: "
+                + ", ".join(f'"{v}"' for v in FIELD_VALIDATION)
+            )
+        return WriteOptions(manager=manager or None, field_validation=validation)
+
+    def _cluster_for(self, request: web.Request, in_body: Any = None) -> Cluster:
+        """The cluster a write acts on: a throwaway copy under ``dryRun=All`` (the query
+        parameter, or ``DeleteOptions.dryRun``, where kubectl puts it for deletes)."""
+        values = list(request.query.getall("dryRun", []))
+        if in_body is not None:
+            if not isinstance(in_body, list) or not all(isinstance(v, str) for v in in_body):
+                raise errors.bad_request("DeleteOptions.dryRun must be a list of strings")
+            values += in_body
+        for value in values:
+            if value != "All":
+                raise errors.bad_request(
+                    f'dryRun: Unsupported value: "{value}": supported values: "All"'
+                )
+        return self.cluster.dry_copy() if values and request.method != "GET" else self.cluster
+
+    def _answer(self, cluster: Cluster, rtype: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
+        """A written object as served; after a dry run with the resourceVersion the stored
+        object has (none for a dry create), as kube-apiserver answers: nothing was written."""
+        if cluster is not self.cluster:
+            meta = obj["metadata"]
+            ns = meta.get("namespace", "") if rtype.namespaced else ""
+            stored = self.cluster.store.get(rtype.storage_key, ns, meta.get("name", ""))
+            if stored is None:
+                meta.pop("resourceVersion", None)
+            else:
+                meta["resourceVersion"] = stored["metadata"]["resourceVersion"]
+        return render(rtype, obj)
+
+    @staticmethod
+    async def _duplicates(
+        request: web.Request, options: WriteOptions, *, json_only: bool = False
+    ) -> None:
+        """Field validation of fields the body sets twice: 400 (Strict), a warning (Warn)."""
+        if request.content_type == PROTOBUF or options.field_validation == "Ignore":
+            return
+        as_yaml = "yaml" in request.content_type and not json_only
+        found = duplicate_fields(await request.read(), as_yaml)
+        if found and options.field_validation == "Strict":
+            fields = ", ".join(f'duplicate field "{path}"' for path in found)
+            raise errors.bad_request(f"strict decoding error: {fields}")
+        options.warnings.extend(f'duplicate field "{path}"' for path in found)
+
     async def _verb(self, request: web.Request, target: Target, path: str) -> web.StreamResponse:
-        cluster, method = self.cluster, request.method
+        cluster, method = self._cluster_for(request), request.method
         rtype, ns, name = target.rtype, target.namespace, target.name
-        if request.query.get("dryRun"):
-            raise errors.bad_request("dryRun is not supported by the ironlb lab API server")
+        media = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        is_apply = method == "PATCH" and media == APPLY_PATCH
+        force = request.query.get("force", "").lower() in TRUE
+        if "force" in request.query and not is_apply:
+            raise errors.bad_request("force: Forbidden: may not be specified for non-apply patch")
+        options = self._write_options(request, apply=is_apply)
         if name is None:
             if method == "GET":
                 accept = make_filter(
@@ -191,10 +289,13 @@ class ApiHandler:
                 return _object(request, self._list_body(rtype, items, rv))
             if method == "POST" and (ns is not None or not rtype.namespaced):
                 body = await self._body(request)
-                created = await self._admitted(target, "CREATE", body)
-                return _object(request, render(rtype, created), 201)
+                await self._duplicates(request, options)
+                created = await self._admitted(cluster, target, "CREATE", body, None, options)
+                return _warned(
+                    _object(request, self._answer(cluster, rtype, created), 201), options
+                )
             if method == "DELETE" and (ns is not None or not rtype.namespaced):
-                return await self._delete_collection(request, target)
+                return await self._delete_collection(request, cluster, target)
             raise errors.method_not_allowed(method, path)
         if method == "GET":
             obj = render(rtype, cluster.get(rtype, ns, name))
@@ -203,37 +304,88 @@ class ApiHandler:
             return _object(request, obj)
         if method == "PUT":
             body = await self._body(request)
-            return _object(request, render(rtype, await self._admitted(target, "UPDATE", body)))
+            await self._duplicates(request, options)
+            replaced = await self._admitted(cluster, target, "UPDATE", body, None, options)
+            return _warned(_object(request, self._answer(cluster, rtype, replaced)), options)
         if method == "PATCH":
-            content_type = request.headers.get("Content-Type", "")
-            media = content_type.split(";", 1)[0].strip().lower()
+            if is_apply:
+                body = await self._body(request)
+                await self._duplicates(request, options)
+                live_before = cluster.store.get(
+                    rtype.storage_key, (ns or "") if rtype.namespaced else "", name
+                )
+                applied = await self._admitted(
+                    cluster, target, "APPLY", body, None, options, force=force
+                )
+                status = 201 if live_before is None else 200
+                return _warned(
+                    _object(request, self._answer(cluster, rtype, applied), status), options
+                )
             if media not in PATCH_TYPES:
                 raise errors.unsupported_media_type(media)
+            content_type = request.headers.get("Content-Type", "")
             body = await self._body(request, content_type="application/json")
-            patched = await self._admitted(target, "UPDATE", body, content_type)
-            return _object(request, render(rtype, patched))
+            await self._duplicates(request, options, json_only=True)
+            patched = await self._admitted(cluster, target, "UPDATE", body, content_type, options)
+            return _warned(_object(request, self._answer(cluster, rtype, patched)), options)
         if method == "DELETE" and target.subresource is None:
-            options = await self._body(request, allow_empty=True) or {}
-            if not isinstance(options, Mapping):
+            delete_options = await self._body(request, allow_empty=True) or {}
+            if not isinstance(delete_options, Mapping):
                 raise errors.bad_request("DeleteOptions must be an object")
-            return _object(request, render(rtype, cluster.delete(rtype, ns, name, options)))
+            if delete_options.get("dryRun"):
+                cluster = self._cluster_for(request, delete_options["dryRun"])
+            deleted = cluster.delete(rtype, ns, name, delete_options)
+            return _object(request, self._answer(cluster, rtype, deleted))
         raise errors.method_not_allowed(method, path)
 
     async def _admitted(
-        self, target: Target, operation: str, body: Any, content_type: str | None = None
+        self,
+        cluster: Cluster,
+        target: Target,
+        operation: str,
+        body: Any,
+        content_type: str | None,
+        options: WriteOptions,
+        *,
+        force: bool = False,
     ) -> dict[str, Any]:
-        """Create/replace/patch after the validating webhooks that match have allowed it.
+        """Create/replace/patch/apply after the validating webhooks that match have allowed it.
 
-        The write is refused as stale (and retried, re-reviewed) if the object changed while
-        the webhooks were deciding, so what is stored is always what was reviewed."""
-        cluster, rtype = self.cluster, target.rtype
+        ``operation`` is CREATE, UPDATE or APPLY (reviewed as CREATE or UPDATE, as the
+        apply creates or not). The write is refused as stale (and retried, re-reviewed) if
+        the object changed while the webhooks were deciding, so what is stored is always
+        what was reviewed."""
+        rtype = target.rtype
         ns = target.namespace if rtype.namespaced else None
+        manager = options.manager or ""
+        body_warnings = len(options.warnings)
         for _attempt in range(10):
+            del options.warnings[body_warnings:]
+            options.owners = None
+            options.supplied = None
             expect_rv: str | None = None
             configs = cluster.store.objects(CONFIGS)
             if configs:
                 old: dict[str, Any] | None = None
-                if operation == "CREATE":
+                review = operation
+                if operation == "APPLY":
+                    assert target.name is not None
+                    live, obj = cluster.preview_apply(
+                        rtype,
+                        ns,
+                        target.name,
+                        body,
+                        manager=manager,
+                        force=force,
+                        subresource=target.subresource,
+                    )
+                    review, name = (
+                        ("CREATE", target.name) if live is None else ("UPDATE", target.name)
+                    )
+                    if live is not None:
+                        expect_rv = live["metadata"]["resourceVersion"]
+                        old = render(rtype, live)
+                elif operation == "CREATE":
                     obj = cluster.preview_create(rtype, ns, body)
                     name = str(obj["metadata"].get("name") or "")
                 else:
@@ -249,7 +401,7 @@ class ApiHandler:
                     )
                     old, name = render(rtype, old), target.name
                 attrs = Attributes(
-                    operation,
+                    review,
                     rtype,
                     ns or "",
                     name,
@@ -257,6 +409,7 @@ class ApiHandler:
                     obj,
                     old,
                     cluster.namespace_labels(ns or ""),
+                    dry_run=cluster is not self.cluster,
                 )
                 webhooks = matching_webhooks(configs, attrs)
                 if webhooks:
@@ -265,14 +418,33 @@ class ApiHandler:
                     expect_rv = None
             try:
                 if operation == "CREATE":
-                    return cluster.create(rtype, ns, body)
+                    return cluster.create(rtype, ns, body, options)
                 assert target.name is not None
+                if operation == "APPLY":
+                    return cluster.apply(
+                        rtype,
+                        ns,
+                        target.name,
+                        body,
+                        manager=manager,
+                        force=force,
+                        subresource=target.subresource,
+                        expect_rv=expect_rv,
+                        options=options,
+                    )
                 if content_type is None:
                     return cluster.replace(
-                        rtype, ns, target.name, body, target.subresource, expect_rv
+                        rtype, ns, target.name, body, target.subresource, expect_rv, options
                     )
                 return cluster.patch(
-                    rtype, ns, target.name, content_type, body, target.subresource, expect_rv
+                    rtype,
+                    ns,
+                    target.name,
+                    content_type,
+                    body,
+                    target.subresource,
+                    expect_rv,
+                    options,
                 )
             except StaleError:
                 continue
@@ -335,20 +507,20 @@ class ApiHandler:
             "items": [render(rtype, item) for item in items],
         }
 
-    async def _delete_collection(self, request: web.Request, target: Target) -> web.Response:
+    async def _delete_collection(
+        self, request: web.Request, cluster: Cluster, target: Target
+    ) -> web.Response:
         accept = make_filter(request.query.get("labelSelector"), request.query.get("fieldSelector"))
-        items, _rv = self.cluster.list(target.rtype, target.namespace, accept)
+        items, _rv = cluster.list(target.rtype, target.namespace, accept)
         deleted = []
         for item in items:
             meta = item["metadata"]
             try:
-                deleted.append(
-                    self.cluster.delete(target.rtype, meta.get("namespace"), meta["name"])
-                )
+                deleted.append(cluster.delete(target.rtype, meta.get("namespace"), meta["name"]))
             except errors.ApiError as exc:
                 if exc.code != 404:
                     raise
         return _object(
             request,
-            self._list_body(target.rtype, deleted, str(self.cluster.store.resource_version)),
+            self._list_body(target.rtype, deleted, str(cluster.store.resource_version)),
         )

@@ -14,7 +14,8 @@
   ``$setElementOrder/<list>``, ``$deleteFromPrimitiveList/<list>``,
   ``$retainKeys``) are honoured, and every other list is replaced (as in a
   merge patch). No Python library implements strategic merge, hence this.
-- ``application/apply-patch+yaml`` (server-side apply) and anything else: 415.
+- ``application/apply-patch+yaml`` (server-side apply) is not a patch of this
+  kind: :mod:`~ironlb.lab.apiserver.apply` merges it. Anything else: 415.
 Pure: no I/O.
 """
 
@@ -30,6 +31,7 @@ from ironlb.lab.apiserver import errors
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
+APPLY = "application/apply-patch+yaml"  # server-side apply: ironlb.lab.apiserver.apply
 SUPPORTED = (MERGE, JSON_PATCH, STRATEGIC)
 
 

@@ -5,7 +5,8 @@ write of a custom object, in its order:
 
 1. drop ``null`` values of fields that are not ``nullable``;
 2. fill in ``default`` values of absent properties (in objects that exist);
-3. prune fields the schema does not declare, unless the object has
+3. prune fields the schema does not declare (their paths are reported, for
+   field validation's warnings and strict errors), unless the object has
    ``x-kubernetes-preserve-unknown-fields: true`` or ``additionalProperties``;
    ``apiVersion``, ``kind`` and ``metadata`` at the root (and in
    ``x-kubernetes-embedded-resource`` objects) are always kept;
@@ -67,6 +68,7 @@ def _type_name(value: Any) -> str:
 class _Walker:
     def __init__(self) -> None:
         self.errors: list[tuple[str, str]] = []
+        self.unknown: list[str] = []  # paths of pruned fields the schema does not declare
 
     def fail(self, path: str, message: str) -> None:
         self.errors.append((path or "<root>", message))
@@ -105,7 +107,8 @@ class _Walker:
                 result[key] = self.walk(item, additional, child)
             elif additional is True or preserve:
                 result[key] = item
-            # else: unknown field, pruned
+            else:
+                self.unknown.append(child)  # unknown field, pruned
         for key, sub in properties.items():
             if key not in result and "default" in sub:
                 child = f"{path}.{key}" if path else key
@@ -156,11 +159,16 @@ class _Walker:
 
 
 def apply_schema(
-    obj: dict[str, Any], schema: Schema
+    obj: dict[str, Any], schema: Schema, unknown: list[str] | None = None
 ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """The pruned and defaulted object, and the validation errors as (field, message)."""
+    """The pruned and defaulted object, and the validation errors as (field, message).
+
+    The paths of pruned unknown fields (``spec.serviceSelectr``, ``spec.items[0].x``: what
+    field validation reports) are appended to ``unknown`` when given."""
     walker = _Walker()
     result = walker.walk(obj, schema, "", root=True)
+    if unknown is not None:
+        unknown.extend(walker.unknown)
     return result, walker.errors
 
 

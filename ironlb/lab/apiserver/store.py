@@ -151,6 +151,16 @@ class ObjectStore:
         self._record(Event(self._rv, "DELETED", key, namespace, final))
         return copy.deepcopy(final)
 
+    def snapshot(self) -> ObjectStore:
+        """A deep copy of the objects and counters, with no history and no watches."""
+        twin = ObjectStore(history_size=1)
+        twin._objects = copy.deepcopy(self._objects)
+        twin._rv = self._rv
+        twin._evicted_rv = self._rv
+        twin._uids = set(self._uids)
+        twin._owned_by = copy.deepcopy(self._owned_by)
+        return twin
+
     def _record(self, event: Event) -> None:
         self._history.append(event)
         while len(self._history) > self._history_size:

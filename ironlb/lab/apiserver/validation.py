@@ -5,14 +5,18 @@ labels and annotations must be maps of strings (400, as the Go decoder
 refuses them), label keys/values and object names must be syntactically
 valid (422 Invalid), finalizers a list of strings, ownerReferences a list of
 references naming apiVersion, kind, name and uid. Patched objects pass the
-same checks as submitted ones.
+same checks as submitted ones. Fields a body sets twice are found here for
+field validation (:func:`duplicate_fields`).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import re
 from typing import Any
+
+import yaml
 
 from ironlb.lab.apiserver import errors
 from ironlb.lab.apiserver.registry import NAMESPACES, SERVICES, ResourceType
@@ -139,3 +143,55 @@ def _check_string_map(rtype: ResourceType, metadata: Obj, field: str) -> None:
                     "metadata.labels",
                     f"Invalid value: {value!r}: invalid label value",
                 )
+
+
+class _Pairs:
+    """A JSON object as its (key, value) pairs, duplicates kept."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        self.pairs = pairs
+
+
+def _json_duplicates(value: Any, path: str, found: list[str]) -> None:
+    if isinstance(value, _Pairs):
+        seen: set[str] = set()
+        for key, item in value.pairs:
+            child = f"{path}.{key}" if path else key
+            if key in seen and child not in found:
+                found.append(child)
+            seen.add(key)
+            _json_duplicates(item, child, found)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _json_duplicates(item, f"{path}[{index}]", found)
+
+
+def _yaml_duplicates(node: Any, path: str, found: list[str]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, item in node.value:
+            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
+            child = f"{path}.{key}" if path else key
+            if key in seen and child not in found:
+                found.append(child)
+            seen.add(key)
+            _yaml_duplicates(item, child, found)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _yaml_duplicates(item, f"{path}[{index}]", found)
+
+
+def duplicate_fields(raw: bytes, as_yaml: bool) -> list[str]:
+    """Paths (``spec.x``, ``spec.ports[0].port``) of fields a JSON or YAML body sets more
+    than once, for field validation (kube-apiserver: ``duplicate field "spec.x"``; its
+    decoders keep the last value, as ours do). A body that does not parse has none here:
+    the parser's own error reports it."""
+    found: list[str] = []
+    try:
+        if as_yaml:
+            _yaml_duplicates(yaml.compose(raw, Loader=yaml.SafeLoader), "", found)
+        else:
+            _json_duplicates(json.loads(raw, object_pairs_hook=_Pairs), "", found)
+    except Exception:  # the real parse reports the problem
+        return []
+    return found
