@@ -10,8 +10,12 @@ forwarder applies, plus per-listener :class:`ListenerOptions` and health-check
 settings. A listener's ``mode`` (``proxy``, the default, or ``kernel``, also
 spelt ``nftables``; settable for all listeners under ``defaults``) picks the
 userspace proxy or the kernel fast path; ``source_ranges`` (CIDRs) limits who
-may connect. A backend that is its own listener, or leads back to it through
-other listeners of the file, is refused (:mod:`ironlb.dataplane.loops`): it
+may connect; ``session_affinity: {client_ip: {timeout: 10800}}`` pins each
+client address to one backend (proxy mode only; the timeout follows
+Kubernetes' ``ClientIPConfig.timeoutSeconds``: default 10800, at most 86400
+seconds; ``session_affinity: none`` turns a default off). A backend that is
+its own listener, or leads back to it through other listeners of the file, is
+refused (:mod:`ironlb.dataplane.loops`): it
 would loop every connection until the connection limit. The optional
 ``announce`` section is validated and exposed as :class:`AnnounceConfig` for
 the ARP/NDP announcer; the forwarder ignores it.
@@ -227,8 +231,12 @@ _OPTION_FIELDS = {
     "source_ranges": False,
     "expect_reply": False,
     "reply_timeout": False,
+    "session_affinity": False,
     "health_check": False,
 }
+#: Kubernetes core/v1 ``ClientIPConfig.timeoutSeconds``: default 3 hours, at most 1 day.
+AFFINITY_TIMEOUT_DEFAULT = 10800
+AFFINITY_TIMEOUT_MAX = 86400
 _LISTENER = {
     "address": True,
     "port": True,
@@ -394,9 +402,34 @@ def _options(
     if "reply_timeout" in fields:
         value = ctx.number(fields["reply_timeout"], f"{path}.reply_timeout", 0, strict=True)
         opts = replace(opts, udp_reply_timeout=value)
+    if "session_affinity" in fields:
+        timeout = _affinity(ctx, fields["session_affinity"], f"{path}.session_affinity")
+        opts = replace(opts, affinity_timeout=timeout)
     if "health_check" in fields:
         health = _health(ctx, fields["health_check"], f"{path}.health_check")
     return opts, health
+
+
+def _affinity(ctx: _Ctx, node: yaml.Node, path: str) -> float | None:
+    """``none`` -> ``None``; ``{client_ip: {timeout: N}}`` -> N seconds (default 10800)."""
+    if isinstance(node, yaml.ScalarNode):
+        if ctx.scalar(node) in ("none", "None", None):
+            return None
+        raise ctx.error(
+            node,
+            path,
+            f"must be none or {{client_ip: {{timeout: SECONDS}}}}, got {ctx.describe(node)}",
+        )
+    fields = ctx.mapping(node, path, {"client_ip": True})
+    cnode = fields["client_ip"]
+    if isinstance(cnode, yaml.ScalarNode) and cnode.tag == _NULL_TAG:
+        return float(AFFINITY_TIMEOUT_DEFAULT)
+    client = ctx.mapping(cnode, f"{path}.client_ip", {"timeout": False})
+    if "timeout" not in client:
+        return float(AFFINITY_TIMEOUT_DEFAULT)
+    return float(
+        ctx.integer(client["timeout"], f"{path}.client_ip.timeout", 1, AFFINITY_TIMEOUT_MAX)
+    )
 
 
 def _networks(ctx: _Ctx, node: yaml.Node, path: str) -> tuple[IPNetwork, ...]:
@@ -491,6 +524,14 @@ def _listener(
             fields.get("health_check", node),
             f"{path}.health_check",
             f"a check of type: udp is for UDP listeners{inherited}; use type: tcp here",
+        )
+    if options.mode == "kernel" and options.affinity_timeout is not None:
+        where = fields.get("session_affinity") or fields.get("mode") or node
+        raise ctx.error(
+            where,
+            f"{path}.session_affinity",
+            "session affinity is served in proxy mode only; the kernel path would "
+            "ignore it (use mode: proxy, or session_affinity: none)",
         )
     backends: list[Backend] = []
     bnodes = ctx.sequence(fields["backends"], f"{path}.backends")

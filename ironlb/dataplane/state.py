@@ -94,6 +94,12 @@ class ListenerOptions:
     detection, :mod:`ironlb.dataplane.forwarder.outlier`); right for
     request/response protocols such as DNS, wrong for one-way streams, which
     set ``udp_expect_reply`` False (then only ICMP errors count).
+    ``affinity_timeout``: ``None``
+    spreads connections round-robin; a number of seconds pins each client
+    address to one backend until it has opened no connection (or UDP session)
+    for that long (Kubernetes ``spec.sessionAffinity: ClientIP`` with
+    ``sessionAffinityConfig.clientIP.timeoutSeconds``; proxy mode only, see
+    :mod:`ironlb.dataplane.forwarder.affinity`).
     """
 
     mode: Mode = "proxy"
@@ -107,6 +113,7 @@ class ListenerOptions:
     udp_reply_timeout: float = 2.0
     source_ranges: tuple[IPNetwork, ...] = ()
     masquerade: bool = True
+    affinity_timeout: float | None = None
 
     def allows(self, client: IPAddress) -> bool:
         """Whether ``client`` may use the listener (``source_ranges``)."""

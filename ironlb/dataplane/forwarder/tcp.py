@@ -32,6 +32,7 @@ from collections.abc import Coroutine
 from ipaddress import ip_address
 from typing import TYPE_CHECKING, Any
 
+from ironlb.dataplane.forwarder.affinity import Affinity
 from ironlb.dataplane.forwarder.balancer import RoundRobin
 from ironlb.dataplane.forwarder.fd_limits import EXHAUSTED, FdBudget
 from ironlb.dataplane.forwarder.logs import RateLimitedLog
@@ -87,7 +88,7 @@ class Target:
     """A backend as the hot path sees it: where to connect, what to count, and
     its passive failure state (:class:`~.outlier.Outlier`, shared by TCP and UDP)."""
 
-    __slots__ = ("backend", "family", "host", "outlier", "port", "sockaddr", "stats")
+    __slots__ = ("backend", "family", "host", "name", "outlier", "port", "sockaddr", "stats")
 
     def __init__(self, backend: Backend, stats: BackendStats) -> None:
         self.backend = backend
@@ -97,6 +98,7 @@ class Target:
         self.family = socket.AF_INET6 if backend.address.version == 6 else socket.AF_INET
         self.sockaddr = (self.host, self.port)
         self.stats = stats
+        self.name = str(backend).encode()  # the identity affinity hashes
 
     def failed(self, now: float, listener: str, logger: logging.Logger) -> None:
         """Count a failed flow (connect refused/timed out, ICMP error, no answer);
@@ -123,6 +125,23 @@ class Target:
             )
 
 
+def target_name(target: Target) -> bytes:
+    """A target's stable identity for :mod:`.affinity` (``address:port``)."""
+    return target.name
+
+
+def affinity_for(options: ListenerOptions) -> Affinity[Target] | None:
+    """The pin table a listener with ``options`` needs (``None``: round-robin)."""
+    if options.affinity_timeout is None:
+        return None
+    return Affinity(options.affinity_timeout, target_name)
+
+
+def client_key(peer: Any) -> bytes:
+    """The affinity key of a peer address tuple: the packed IP, without port or scope."""
+    return ip_address(peer[0].split("%", 1)[0]).packed
+
+
 def choose(balancer: RoundRobin[Target], tried: list[Target], now: float) -> Target | None:
     """The next backend in ``balancer``'s rotation not in ``tried`` and admitted
     by its :class:`~.outlier.Outlier` at loop time ``now``.
@@ -135,6 +154,34 @@ def choose(balancer: RoundRobin[Target], tried: list[Target], now: float) -> Tar
         target = balancer.pick()
         if target is None:
             return None
+        if target in tried:
+            continue
+        if target.outlier.admit(now):
+            return target
+        fallback = fallback or target
+    return fallback
+
+
+def choose_affine(
+    affinity: Affinity[Target], client: bytes, tried: list[Target], now: float
+) -> Target | None:
+    """Like :func:`choose`, for a listener with ClientIP affinity: the client's
+    backend (:meth:`~.affinity.Affinity.pick`, which pins it) first, then the
+    others in the client's rendezvous order, so every worker retries the same way.
+
+    The pin follows readiness only (Kubernetes' rule): while the pinned backend
+    is ejected by its :class:`~.outlier.Outlier`, connections go to the next
+    admitted backend in order, and the pin stays, so the client returns once
+    the backend is back in. ``None`` when every ready backend was tried.
+    """
+    if not tried:
+        first = affinity.pick(client, now)
+        if first is None:
+            return None
+        if first.outlier.admit(now):
+            return first
+    fallback = None
+    for target in affinity.fallbacks(client):
         if target in tried:
             continue
         if target.outlier.admit(now):
@@ -173,6 +220,7 @@ class TcpListener:
         self.max_connections = options.max_connections
         self.attempts = options.retries + 1
         self.source_filter = options.allows if options.source_ranges else None
+        self.affinity = affinity_for(options)
         self._limit_log = RateLimitedLog(log)
         self._no_backend_log = RateLimitedLog(log)
         self._fd_log = RateLimitedLog(log, interval=1.0)
@@ -189,6 +237,7 @@ class TcpListener:
         self.max_connections = options.max_connections
         self.attempts = options.retries + 1
         self.source_filter = options.allows if options.source_ranges else None
+        self._set_affinity(options)
         if self.server is not None or self.conns:
             self._stop_sweeps()
             self._start_sweeps()
@@ -206,6 +255,20 @@ class TcpListener:
                 target = self.targets[tkey] = Target(backend, self.stats.backend(name))
             rotation.append(target)
         self.balancer.update(rotation)
+        if self.affinity is not None:
+            self.affinity.update(rotation)
+
+    def _set_affinity(self, options: ListenerOptions) -> None:
+        """Affinity on, off, or a new timeout (the pins are kept then)."""
+        timeout = options.affinity_timeout
+        if timeout is None:
+            self.affinity = None
+        elif self.affinity is None:
+            self.affinity = affinity_for(options)
+            assert self.affinity is not None
+            self.affinity.update(self.balancer.items)
+        else:
+            self.affinity.timeout = timeout
 
     async def start(self, sock: socket.socket) -> None:
         self.server = await self.loop.create_server(self, sock=sock, backlog=4096)
@@ -245,8 +308,12 @@ class TcpListener:
     def __call__(self) -> ClientConnection:
         return ClientConnection(self)
 
-    def choose(self, tried: list[Target]) -> Target | None:
-        """The next backend to connect to (:func:`choose`)."""
+    def choose(self, tried: list[Target], client: bytes | None = None) -> Target | None:
+        """The next backend to connect to: :func:`choose_affine` for a client of a
+        listener with affinity (``client``: its :func:`client_key`), else :func:`choose`."""
+        affinity = self.affinity
+        if affinity is not None and client is not None:
+            return choose_affine(affinity, client, tried, self.loop.time())
         return choose(self.balancer, tried, self.loop.time())
 
     def limit_reached(self) -> None:
@@ -300,6 +367,8 @@ class TcpListener:
             conn.idle += 1
             if conn.idle > TICKS:
                 conn.abort()
+        if self.affinity is not None:
+            self.affinity.expire(self.loop.time())
         if self.server is None and not self.conns:
             self._stop_sweeps()  # drained: nothing left to watch
             return
@@ -336,6 +405,7 @@ class ClientConnection(asyncio.Protocol):
 
     __slots__ = (
         "buffer",
+        "client",
         "closed",
         "coro",
         "eof",
@@ -361,12 +431,15 @@ class ClientConnection(asyncio.Protocol):
         self.idle = 0
         self.ticks = 0
         self.tried: list[Target] = []
+        self.client: bytes | None = None  # the affinity key, with affinity only
         self.coro: Coroutine[Any, Any, object] | None = None
         self.waiting: object = None  # what the coroutine waits for
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
         listener = self.listener
+        if listener.affinity is not None:
+            self.client = client_key(transport.get_extra_info("peername"))
         if listener.source_filter is not None:
             peer = transport.get_extra_info("peername")
             if not listener.source_filter(ip_address(peer[0].split("%", 1)[0])):
@@ -398,7 +471,7 @@ class ClientConnection(asyncio.Protocol):
         listener = self.listener
         tried = self.tried
         while len(tried) < listener.attempts:
-            target = listener.choose(tried)
+            target = listener.choose(tried, self.client)
             if target is None:
                 break
             if tried:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from ironlb.dataplane.forwarder.balancer import RoundRobin
 from ironlb.dataplane.forwarder.fd_limits import EXHAUSTED, FdBudget
 from ironlb.dataplane.forwarder.logs import RateLimitedLog
-from ironlb.dataplane.forwarder.tcp import Target, choose
+from ironlb.dataplane.forwarder.tcp import Target, affinity_for, choose, choose_affine, client_key
 
 if TYPE_CHECKING:
     from ironlb.dataplane.forwarder.shared_limits import Gate
@@ -67,6 +67,7 @@ class UdpListener(asyncio.DatagramProtocol):
         self.gate = gate
         self.max_sessions = options.udp_max_sessions
         self.balancer: RoundRobin[Target] = RoundRobin()
+        self.affinity = affinity_for(options)
         self.targets: dict[tuple[str, int], Target] = {}
         self.sessions: dict[Any, UdpSession] = {}
         # Sessions that sent a datagram not answered yet (judged by _sweep_replies).
@@ -89,6 +90,14 @@ class UdpListener(asyncio.DatagramProtocol):
         if options.udp_max_sessions != self.max_sessions:
             self._full_log = RateLimitedLog(log)  # a new limit gets its own line at once
         self.max_sessions = options.udp_max_sessions
+        if options.affinity_timeout is None:
+            self.affinity = None
+        elif self.affinity is None:
+            self.affinity = affinity_for(options)
+            assert self.affinity is not None
+            self.affinity.update(self.balancer.items)
+        else:
+            self.affinity.timeout = options.affinity_timeout
         if old != options.udp_session_timeout and self._sweeper is not None:
             self._sweeper.cancel()
             self._schedule_sweep()
@@ -107,6 +116,8 @@ class UdpListener(asyncio.DatagramProtocol):
                 target = self.targets[tkey] = Target(backend, self.stats.backend(str(backend)))
             rotation.append(target)
         self.balancer.update(rotation)
+        if self.affinity is not None:
+            self.affinity.update(rotation)
 
     async def start(self, sock: socket.socket) -> None:
         await self.loop.create_datagram_endpoint(lambda: self, sock=sock)
@@ -193,7 +204,11 @@ class UdpListener(asyncio.DatagramProtocol):
                 self.max_sessions,
             )
             return None
-        target = choose(self.balancer, [], self.loop.time())
+        affinity = self.affinity
+        if affinity is None:
+            target = choose(self.balancer, [], self.loop.time())
+        else:
+            target = choose_affine(affinity, client_key(addr), [], self.loop.time())
         if target is None:
             self.gate.release()
             self.stats.no_backend += 1
@@ -293,6 +308,8 @@ class UdpListener(asyncio.DatagramProtocol):
             session.idle += 1
             if session.idle > IDLE_TICKS:
                 session.close()
+        if self.affinity is not None:
+            self.affinity.expire(self.loop.time())
         if not self.accepting and not self.sessions:
             self.close()
             return
