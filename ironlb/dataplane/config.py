@@ -37,6 +37,8 @@ from ironlb.common.protocols import PROTOCOLS, Protocol
 from ironlb.dataplane.loops import reached_listener
 from ironlb.dataplane.settings import AnnounceConfig, GarpConfig
 from ironlb.dataplane.state import (
+    AFFINITY_TIMEOUT_DEFAULT,
+    AFFINITY_TIMEOUT_MAX,
     Backend,
     DesiredState,
     ListenerKey,
@@ -234,9 +236,6 @@ _OPTION_FIELDS = {
     "session_affinity": False,
     "health_check": False,
 }
-#: Kubernetes core/v1 ``ClientIPConfig.timeoutSeconds``: default 3 hours, at most 1 day.
-AFFINITY_TIMEOUT_DEFAULT = 10800
-AFFINITY_TIMEOUT_MAX = 86400
 _LISTENER = {
     "address": True,
     "port": True,

@@ -31,6 +31,8 @@ from ironlb.common.addresses import IPAddress, IPNetwork, format_endpoint
 from ironlb.common.protocols import PROTOCOLS, Protocol
 
 __all__ = [
+    "AFFINITY_TIMEOUT_DEFAULT",
+    "AFFINITY_TIMEOUT_MAX",
     "MODES",
     "PROTOCOLS",
     "Backend",
@@ -123,6 +125,10 @@ class ListenerOptions:
 
 
 DEFAULT_OPTIONS = ListenerOptions()
+#: Kubernetes core/v1 ``ClientIPConfig.timeoutSeconds`` (ServiceSpec
+#: ``sessionAffinityConfig.clientIP``): default 10800 s (3 hours), at most 86400 s (1 day).
+AFFINITY_TIMEOUT_DEFAULT = 10800
+AFFINITY_TIMEOUT_MAX = 86400
 
 
 @dataclass(frozen=True)

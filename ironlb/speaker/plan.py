@@ -33,7 +33,13 @@ Rules, with their Kubernetes sources:
   ``ironlb.io/udp-expect-reply: "false"`` tells the proxy that the UDP
   protocol is one-way, so unanswered datagrams are no sign of a dead backend
   (:attr:`~ironlb.dataplane.state.ListenerOptions.udp_expect_reply`);
-  ``spec.loadBalancerSourceRanges`` becomes ``source_ranges``.
+  ``spec.loadBalancerSourceRanges`` becomes ``source_ranges``;
+* ``spec.sessionAffinity: ClientIP`` (with its timeout) and the annotations
+  ``ironlb.io/idle-timeout`` / ``ironlb.io/connect-timeout`` are read by
+  :mod:`ironlb.speaker.service_options`. Affinity is served by the proxy only,
+  so a kernel-mode Service with ClientIP affinity is served in proxy mode and
+  gets ``AffinityNeedsProxyMode`` (honouring the Kubernetes field beats the
+  faster path; the Warning says what happened).
 
 Pure: no kopf, no sockets, no asyncio.
 """
@@ -70,6 +76,7 @@ from ironlb.operator.service_request import (
     service_key,
 )
 from ironlb.speaker.election import NodeInfo, eligible_nodes, ineligible_reason, rendezvous_owner
+from ironlb.speaker.service_options import service_options
 
 __all__ = [
     "FAIL_CLOSED_RANGES",
@@ -360,11 +367,25 @@ def plan_node(
         ranges, range_errors = _source_ranges(spec)
         for message in range_errors:
             problems.add(key, "InvalidSourceRanges", message)
+        extra = service_options(spec, annotations)
+        for reason, message in extra.problems:
+            problems.add(key, reason, message)
+        if extra.affinity_timeout is not None and mode == "kernel":
+            mode = "proxy"
+            problems.add(
+                key,
+                "AffinityNeedsProxyMode",
+                "spec.sessionAffinity: ClientIP is served in proxy mode only; "
+                "serving this Service in proxy mode instead of kernel mode",
+            )
         options = ListenerOptions(
             mode=mode,
             source_ranges=ranges,
             masquerade=not (local and mode == "kernel"),
             udp_expect_reply=expect_reply,
+            idle_timeout=extra.idle_timeout,
+            connect_timeout=extra.connect_timeout,
+            affinity_timeout=extra.affinity_timeout,
         )
         ports = _ports(spec, key, problems)
         own_slices = index.get(key, [])

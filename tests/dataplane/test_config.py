@@ -584,3 +584,82 @@ def test_bad_udp_check_fields_are_refused_in_one_line(text: str, path: str, mess
     assert message in err.value.message, str(err.value)
     assert "\n" not in str(err.value)
     assert str(err.value).startswith("lb.yaml:")
+
+
+def affinity_edit(extra: str, defaults: str = "") -> str:
+    """BASE with ``extra`` (listener field lines) after its port, ``defaults`` on top."""
+    return defaults + edit("    port: 8080\n", "    port: 8080\n" + extra)
+
+
+def test_session_affinity_is_parsed_with_the_kubernetes_default_and_maximum() -> None:
+    def timeout(text: str) -> float | None:
+        return parse_config(text, "lb.yaml").listeners[0].options.affinity_timeout
+
+    assert timeout(BASE) is None
+    assert timeout(affinity_edit("    session_affinity: {client_ip: {timeout: 30}}\n")) == 30.0
+    assert timeout(affinity_edit("    session_affinity: {client_ip: {}}\n")) == 10800.0
+    assert timeout(affinity_edit("    session_affinity: {client_ip: }\n")) == 10800.0
+    assert timeout(affinity_edit("    session_affinity: {client_ip: {timeout: 86400}}\n")) == 86400
+    inherited = "defaults:\n  session_affinity: {client_ip: {timeout: 60}}\n"
+    assert timeout(affinity_edit("", inherited)) == 60.0
+    assert timeout(affinity_edit("    session_affinity: none\n", inherited)) is None
+    # a kernel default with a proxy listener that has affinity is fine
+    kernel = "defaults:\n  mode: kernel\n"
+    text = affinity_edit("    mode: proxy\n    session_affinity: {client_ip: {}}\n", kernel)
+    assert timeout(text) == 10800.0
+
+
+AFFINITY_BAD = [
+    (
+        affinity_edit("    session_affinity: {client_ip: {timeout: 86401}}\n"),
+        "listeners[0].session_affinity.client_ip.timeout",
+        "must be an integer 1-86400",
+    ),
+    (
+        affinity_edit("    session_affinity: {client_ip: {timeout: 0}}\n"),
+        "listeners[0].session_affinity.client_ip.timeout",
+        "must be an integer 1-86400",
+    ),
+    (
+        affinity_edit("    session_affinity: {client_ip: {timeout: 1.5}}\n"),
+        "listeners[0].session_affinity.client_ip.timeout",
+        "must be an integer",
+    ),
+    (
+        affinity_edit("    session_affinity: ClientIP\n"),
+        "listeners[0].session_affinity",
+        "must be none or {client_ip: {timeout: SECONDS}}, got 'ClientIP'",
+    ),
+    (
+        affinity_edit("    session_affinity: {cookie: {}}\n"),
+        "listeners[0].session_affinity.cookie",
+        "unknown field",
+    ),
+    (
+        affinity_edit("    session_affinity: {client_ip: {ttl: 5}}\n"),
+        "listeners[0].session_affinity.client_ip.ttl",
+        "unknown field",
+    ),
+    (
+        affinity_edit("    mode: kernel\n    session_affinity: {client_ip: {}}\n"),
+        "listeners[0].session_affinity",
+        "session affinity is served in proxy mode only",
+    ),
+    (
+        affinity_edit(
+            "    mode: kernel\n", "defaults:\n  session_affinity: {client_ip: {timeout: 5}}\n"
+        ),
+        "listeners[0].session_affinity",
+        "use mode: proxy, or session_affinity: none",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "path", "message"), AFFINITY_BAD)
+def test_bad_session_affinity_is_refused_in_one_line(text: str, path: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "lb.yaml")
+    assert err.value.path == path, str(err.value)
+    assert message in err.value.message, str(err.value)
+    assert "\n" not in str(err.value)
+    assert str(err.value).startswith("lb.yaml:")

@@ -77,6 +77,7 @@ OPTIONS = st.sampled_from(
         "source_ranges",
         "expect_reply",
         "reply_timeout",
+        "session_affinity",
         "health_check",
         "name",
         "bogus",
@@ -155,6 +156,26 @@ def test_backends_and_health_checks_parse_or_refuse_in_one_line(
         "    port: 80\n"
         f"    backends: [{backend}, {{address: {health}, port: {health}}}]\n"
         f"    health_check: {{{check_field}: {health}}}\n"
+    )
+    _check(text)
+
+
+@PROPS
+@given(
+    value=SLOT,
+    shape=st.sampled_from(
+        ["{{client_ip: {{timeout: {v}}}}}", "{{client_ip: {v}}}", "{{{v}: {{}}}}", "{v}"]
+    ),
+    mode=st.sampled_from(["proxy", "kernel"]),
+)
+def test_session_affinity_parses_or_refuses_in_one_line(value: str, shape: str, mode: str) -> None:
+    text = (
+        "listeners:\n"
+        "  - address: 198.18.0.10\n"
+        "    port: 80\n"
+        "    backends: ['198.18.0.20:80']\n"
+        f"    mode: {mode}\n"
+        f"    session_affinity: {shape.format(v=value)}\n"
     )
     _check(text)
 
