@@ -24,6 +24,7 @@ from tests.support import eventually
 
 from .conftest import PYTHON, Backends, Hold, free_port, udp_key, who
 from .conftest import tcp_key as make_key
+from .test_affinity_forward import client_ip, homes, only
 
 
 def config_text(port: int, backends: list[int], extra: str = "") -> str:
@@ -892,3 +893,33 @@ async def test_udp_checks_and_passive_detection_in_ironlb_forward(
     assert metric(metrics, ejections, listener=str(checked)) == 0  # never sent traffic
     up = "ironlb_forward_backend_up"
     assert metric(metrics, up, listener=str(checked), backend=f"127.0.0.1:{dead}") == 0
+
+
+async def test_client_ip_affinity_holds_across_two_workers_and_a_reload(
+    backends: Backends, run_forward: Start
+) -> None:
+    pool = [await backends.tcp(f"b{i}") for i in range(4)]
+    key = make_key()
+    affinity = "    session_affinity: {client_ip: {timeout: 600}}\n"
+    fwd = run_forward(config_text(key.port, [b.port for b in pool], affinity))
+    await asyncio.to_thread(fwd.wait_log, "ready: all workers are serving")
+    assert len(fwd.workers()) == 2
+    clients = [client_ip(n) for n in range(1, 21)]
+    # 50 connections per client from new source ports: SO_REUSEPORT spreads
+    # them over both workers, which pick the same backend without shared state
+    before = only(await homes(key, clients, per_client=50))
+    assert len(set(before.values())) >= 2
+    gone = before[clients[0]]
+    left = [b.port for i, b in enumerate(pool) if f"b{i}" != gone]
+    fwd.config.write_text(config_text(key.port, left, affinity))
+    fwd.proc.send_signal(signal.SIGHUP)
+    await asyncio.to_thread(fwd.wait_log, "(changed)")
+    await asyncio.sleep(0.5)  # the workers apply the new state
+    after = only(await homes(key, clients, per_client=10))
+    assert {c for c in clients if after[c] != before[c]} == {
+        c for c in clients if before[c] == gone
+    }
+    await asyncio.sleep(1.5)  # workers push counters once a second
+    text = await asyncio.to_thread(fwd.metrics)
+    assert metric(text, "ironlb_forward_accepted_connections_total", listener=str(key)) == 1200
+    assert "Traceback" not in fwd.text()
