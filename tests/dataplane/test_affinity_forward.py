@@ -184,3 +184,31 @@ async def test_idle_and_connect_timeouts_apply_per_listener(
     lwriter.close()
     stats = forwarder.stats.listeners[str(short)]
     assert stats.backends[str(blackhole)].failed == 1
+
+
+async def test_a_udp_client_of_a_stopped_backend_moves_to_its_next_ranked_one(
+    forwarder: Forwarder, backends: Backends
+) -> None:
+    pool = [await backends.udp_server(f"u{i}") for i in range(3)]
+    names = {str(b).encode(): f"u{i}" for i, b in enumerate(pool)}
+    key = udp_key()
+    await forwarder.apply(state((key, pool), options={key: AFFINE}))
+    clients = [client_ip(n) for n in range(1, 13)]
+    order = {c: [names[n] for n in rank(socket.inet_aton(c), list(names), bytes)] for c in clients}
+    dead = order[clients[0]][0]
+    backends.udp[int(dead[1:])].close()  # its port answers ICMP port unreachable
+    loop = asyncio.get_running_loop()
+    for c in clients:
+        transport, proto = await loop.create_datagram_endpoint(Client, local_addr=(c, 0))
+        try:
+            for _ in range(3):  # a client retries; after an ICMP error the proxy resends itself
+                transport.sendto(b"q", (str(key.vip), key.port))
+                with contextlib.suppress(TimeoutError):
+                    data, _ = await asyncio.wait_for(proto.replies.get(), 1.0)
+                    break
+            else:
+                raise AssertionError(f"{c}: no answer")
+        finally:
+            transport.close()
+        expected = order[c][1] if order[c][0] == dead else order[c][0]
+        assert data.partition(b":")[0].decode() == expected, (c, order[c])

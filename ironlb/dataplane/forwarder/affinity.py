@@ -69,7 +69,10 @@ class Affinity(Generic[T]):
 
     def update(self, ready: Sequence[T]) -> None:
         """New ready backends; pins to backends no longer among them are dropped."""
-        self._ready = tuple(ready)
+        new = tuple(ready)
+        if new == self._ready:
+            return  # every apply re-sends the backends: skip the pass over the pins
+        self._ready = new
         keep = set(self._ready)
         self._pins = {c: pin for c, pin in self._pins.items() if pin[0] in keep}
 

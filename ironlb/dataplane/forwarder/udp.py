@@ -378,7 +378,11 @@ class UdpSession:
         now = listener.loop.time()
         target.failed(now, listener.name, log)
         self.tried.append(target)
-        new = choose(listener.balancer, self.tried, now)
+        affinity = listener.affinity
+        if affinity is None:
+            new = choose(listener.balancer, self.tried, now)
+        else:  # the client's next backend in its rendezvous order, as in every worker
+            new = choose_affine(affinity, client_key(self.addr), self.tried, now)
         sock = listener.upstream_socket(new) if new is not None else None
         if new is None or sock is None:
             if new is not None:
