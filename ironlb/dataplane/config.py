@@ -11,9 +11,9 @@ settings. A listener's ``mode`` (``proxy``, the default, or ``kernel``, also
 spelt ``nftables``; settable for all listeners under ``defaults``) picks the
 userspace proxy or the kernel fast path; ``source_ranges`` (CIDRs) limits who
 may connect; ``session_affinity: {client_ip: {timeout: 10800}}`` pins each
-client address to one backend (proxy mode only; the timeout follows
-Kubernetes' ``ClientIPConfig.timeoutSeconds``: default 10800, at most 86400
-seconds; ``session_affinity: none`` turns a default off). A backend that is
+client address to one backend (both modes; the timeout follows Kubernetes'
+``ClientIPConfig.timeoutSeconds``: default 10800, at most 86400 seconds;
+``session_affinity: none`` turns a default off). A backend that is
 its own listener, or leads back to it through other listeners of the file, is
 refused (:mod:`ironlb.dataplane.loops`): it
 would loop every connection until the connection limit. The optional
@@ -523,14 +523,6 @@ def _listener(
             fields.get("health_check", node),
             f"{path}.health_check",
             f"a check of type: udp is for UDP listeners{inherited}; use type: tcp here",
-        )
-    if options.mode == "kernel" and options.affinity_timeout is not None:
-        where = fields.get("session_affinity") or fields.get("mode") or node
-        raise ctx.error(
-            where,
-            f"{path}.session_affinity",
-            "session affinity is served in proxy mode only; the kernel path would "
-            "ignore it (use mode: proxy, or session_affinity: none)",
         )
     backends: list[Backend] = []
     bnodes = ctx.sequence(fields["backends"], f"{path}.backends")

@@ -96,12 +96,12 @@ class ListenerOptions:
     detection, :mod:`ironlb.dataplane.forwarder.outlier`); right for
     request/response protocols such as DNS, wrong for one-way streams, which
     set ``udp_expect_reply`` False (then only ICMP errors count).
-    ``affinity_timeout``: ``None``
-    spreads connections round-robin; a number of seconds pins each client
-    address to one backend until it has opened no connection (or UDP session)
-    for that long (Kubernetes ``spec.sessionAffinity: ClientIP`` with
-    ``sessionAffinityConfig.clientIP.timeoutSeconds``; proxy mode only, see
-    :mod:`ironlb.dataplane.forwarder.affinity`).
+    ``affinity_timeout``: ``None`` spreads connections round-robin; a number
+    of seconds pins each client address to one backend until it has opened no
+    connection (or UDP flow) for that long (Kubernetes ``spec.sessionAffinity:
+    ClientIP`` with ``sessionAffinityConfig.clientIP.timeoutSeconds``; proxy
+    mode: :mod:`ironlb.dataplane.forwarder.affinity`, kernel mode: sets in
+    :mod:`ironlb.dataplane.fastpath.render`, whole seconds).
     """
 
     mode: Mode = "proxy"

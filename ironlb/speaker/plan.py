@@ -36,10 +36,8 @@ Rules, with their Kubernetes sources:
   ``spec.loadBalancerSourceRanges`` becomes ``source_ranges``;
 * ``spec.sessionAffinity: ClientIP`` (with its timeout) and the annotations
   ``ironlb.io/idle-timeout`` / ``ironlb.io/connect-timeout`` are read by
-  :mod:`ironlb.speaker.service_options`. Affinity is served by the proxy only,
-  so a kernel-mode Service with ClientIP affinity is served in proxy mode and
-  gets ``AffinityNeedsProxyMode`` (honouring the Kubernetes field beats the
-  faster path; the Warning says what happened).
+  :mod:`ironlb.speaker.service_options`; affinity is served in both modes,
+  the timeouts by the proxy.
 
 Pure: no kopf, no sockets, no asyncio.
 """
@@ -370,14 +368,6 @@ def plan_node(
         extra = service_options(spec, annotations)
         for reason, message in extra.problems:
             problems.add(key, reason, message)
-        if extra.affinity_timeout is not None and mode == "kernel":
-            mode = "proxy"
-            problems.add(
-                key,
-                "AffinityNeedsProxyMode",
-                "spec.sessionAffinity: ClientIP is served in proxy mode only; "
-                "serving this Service in proxy mode instead of kernel mode",
-            )
         options = ListenerOptions(
             mode=mode,
             source_ranges=ranges,

@@ -603,9 +603,10 @@ def test_session_affinity_is_parsed_with_the_kubernetes_default_and_maximum() ->
     inherited = "defaults:\n  session_affinity: {client_ip: {timeout: 60}}\n"
     assert timeout(affinity_edit("", inherited)) == 60.0
     assert timeout(affinity_edit("    session_affinity: none\n", inherited)) is None
-    # a kernel default with a proxy listener that has affinity is fine
+    # both modes serve it
     kernel = "defaults:\n  mode: kernel\n"
-    text = affinity_edit("    mode: proxy\n    session_affinity: {client_ip: {}}\n", kernel)
+    assert timeout(affinity_edit("    session_affinity: {client_ip: {}}\n", kernel)) == 10800.0
+    text = affinity_edit("    mode: nftables\n", "defaults:\n  session_affinity: {client_ip: }\n")
     assert timeout(text) == 10800.0
 
 
@@ -639,18 +640,6 @@ AFFINITY_BAD = [
         affinity_edit("    session_affinity: {client_ip: {ttl: 5}}\n"),
         "listeners[0].session_affinity.client_ip.ttl",
         "unknown field",
-    ),
-    (
-        affinity_edit("    mode: kernel\n    session_affinity: {client_ip: {}}\n"),
-        "listeners[0].session_affinity",
-        "session affinity is served in proxy mode only",
-    ),
-    (
-        affinity_edit(
-            "    mode: kernel\n", "defaults:\n  session_affinity: {client_ip: {timeout: 5}}\n"
-        ),
-        "listeners[0].session_affinity",
-        "use mode: proxy, or session_affinity: none",
     ),
 ]
 

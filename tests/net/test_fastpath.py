@@ -22,16 +22,18 @@ from typing import Any
 
 import pytest
 
+from ironlb.dataplane.fastpath.kernel_path import KernelPath
 from ironlb.dataplane.fastpath.nftables import (
     NftError,
     apply_state,
     forwarding_off,
+    list_table,
     remove_table,
     run_nft,
     table_exists,
 )
-from ironlb.dataplane.fastpath.render import RenderError, render_table
-from ironlb.dataplane.state import PROTOCOLS, Backend, DesiredState, ListenerKey
+from ironlb.dataplane.fastpath.render import RenderError, affinity_set, parse_pins, render_table
+from ironlb.dataplane.state import PROTOCOLS, Backend, DesiredState, ListenerKey, ListenerOptions
 from ironlb.lab.netlab import Lab
 from ironlb.lab.netlab.nsutil import write_sysctl
 from tests.net.conftest import LabFactory
@@ -500,3 +502,101 @@ def test_kernel_mode_with_a_loopback_backend_warns_that_remote_clients_cannot_re
     warnings = [line for line in err.splitlines() if "loopback backend" in line]
     assert len(warnings) == 1, err
     assert f"{fplab.vip(0)}:{PORT}" in warnings[0] and "127.0.0.1" in warnings[0]
+
+
+# argv: proto addr port count source -> one line per new flow from ``source``: the
+# backend's name (each flow a new socket, so a new conntrack entry).
+SOURCED_CLIENT = """
+import socket, sys
+proto, addr, source = sys.argv[1], sys.argv[2], sys.argv[5]
+port, count = int(sys.argv[3]), int(sys.argv[4])
+family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+for _ in range(count):
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(family, kind) as s:
+        s.settimeout(3)
+        s.bind((source, 0))
+        s.connect((addr, port))
+        if proto == "udp":
+            s.send(b"who")
+            print(s.recv(100).decode(), flush=True)
+        else:
+            print(s.makefile().readline().strip(), flush=True)
+"""
+
+SOURCES = [f"198.18.0.{150 + i}" for i in range(9)]
+
+
+def _affine(lab: Lab, timeout: float, ready: list[bool] | None = None) -> DesiredState:
+    """_both(), every listener with ClientIP affinity of ``timeout`` seconds."""
+    plain = _both(lab, ready)
+    opts = ListenerOptions(mode="kernel", affinity_timeout=timeout)
+    return DesiredState.build(
+        ((key, list(spec.backends)) for key, spec in plain.listeners.items()),
+        dict.fromkeys(plain.listeners, opts),
+    )
+
+
+def _from(lab: Lab, proto: str, vip: IPv4Address | IPv6Address, count: int, src: str) -> set[str]:
+    argv = (proto, str(vip), str(PORT), str(count), src)
+    return set(lab.run(lab.client, sys.executable, "-c", SOURCED_CLIENT, *argv).stdout.split())
+
+
+def _homes(lab: Lab, count: int = 6) -> dict[str, str]:
+    homes = {}
+    for src in SOURCES:
+        names = _from(lab, "tcp", lab.vip(0, 4), count, src)
+        assert len(names) == 1, (src, names)
+        homes[src] = names.pop()
+    return homes
+
+
+def test_client_ip_affinity_pins_survives_table_changes_and_moves_only_from_a_gone_backend(
+    fplab: Lab,
+) -> None:
+    for src in SOURCES:  # more client addresses on the client's LAN interface
+        fplab.run(fplab.client, "ip", "addr", "add", f"{src}/32", "dev", "eth0")
+    names = [b.name for b in fplab.backends]
+    path = KernelPath()
+    with fplab.in_netns(fplab.nodes[0]):
+        path.apply(_affine(fplab, 600))
+    before = _homes(fplab, count=20)  # 20 of 20 flows of each client on one backend
+    assert len(set(before.values())) == 3  # numgen spreads the first flows
+    client6 = str(fplab.client.ipv6)
+    assert len(_from(fplab, "tcp", fplab.vip(0, 6), 10, client6)) == 1
+    assert len(_from(fplab, "udp", fplab.vip(0, 4), 10, SOURCES[0])) == 1
+    with fplab.in_netns(fplab.nodes[0]):
+        assert not path.repair()  # pins come and go: no reason to rewrite
+    gone = before[SOURCES[0]]
+    ready = [n != gone for n in names]
+    with fplab.in_netns(fplab.nodes[0]):
+        path.apply(_affine(fplab, 600, ready))  # a new table: the pins are carried over
+    after = _homes(fplab)
+    moved = {s for s in SOURCES if after[s] != before[s]}
+    assert moved == {s for s in SOURCES if before[s] == gone}
+    assert gone not in after.values()
+    with fplab.in_netns(fplab.nodes[0]):
+        path.apply(_affine(fplab, 600))  # the backend is back: nobody moves
+    assert _homes(fplab) == after
+
+
+def test_client_ip_affinity_pins_expire_after_the_timeout(fplab: Lab) -> None:
+    path = KernelPath()
+    key = ListenerKey(fplab.vip(0, 4), "tcp", PORT)
+    with fplab.in_netns(fplab.nodes[0]):
+        path.apply(_affine(fplab, 2))
+    client = str(fplab.client.ipv4)
+    (home,) = _from(fplab, "tcp", key.vip, 3, client)
+    backend = next(b for b in fplab.backends if b.name == home)
+    pinned = affinity_set(key, Backend(backend.ipv4, BACKEND_PORT))
+
+    def elements() -> list[tuple[IPv4Address | IPv6Address, int]]:
+        with fplab.in_netns(fplab.nodes[0]):
+            listing = list_table()
+        assert listing is not None
+        return parse_pins(listing).get(pinned, [])
+
+    ((addr, left),) = elements()
+    assert str(addr) == client and 0 <= left <= 2
+    wait_for(lambda: not elements(), timeout=10, what="the pin to expire")
+    assert len(_from(fplab, "tcp", key.vip, 1, client)) == 1

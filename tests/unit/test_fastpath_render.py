@@ -15,9 +15,12 @@ from hypothesis import strategies as st
 from ironlb.dataplane.config import parse_config
 from ironlb.dataplane.fastpath.render import (
     RenderError,
+    affinity_set,
     listener_chain,
+    parse_pins,
     render_removal,
     render_table,
+    without_pins,
 )
 from ironlb.dataplane.state import Backend, DesiredState, ListenerKey, ListenerOptions
 
@@ -249,3 +252,124 @@ def test_listeners_without_masquerade_keep_the_client_address() -> None:
     backend = [Backend(ip("198.19.1.10"), 8080)]
     text = render_table(DesiredState.build([(TCP80, backend), (local, backend)], opts))
     assert _chain(text, "vips4", "set") == ["type ipv4_addr", "elements = { 198.18.0.200 }"]
+
+
+def _affine(*entries: tuple[ListenerKey, list[Backend]], timeout: float = 600) -> DesiredState:
+    opts = ListenerOptions(mode="kernel", affinity_timeout=timeout)
+    return DesiredState.build(entries, {key: opts for key, _ in entries})
+
+
+B1, B2 = Backend(ip("198.18.0.101"), 9000), Backend(ip("198.18.0.102"), 9000)
+
+
+def test_affinity_renders_a_set_and_a_chain_per_ready_backend() -> None:
+    not_ready = Backend(ip("198.18.0.103"), 9000, ready=False)
+    text = render_table(_affine((TCP80, [B1, B2, not_ready])))
+    s1, s2 = affinity_set(TCP80, B1), affinity_set(TCP80, B2)
+    assert s1 != s2 and s1.startswith("aff_") and len(s1) == 20
+    assert affinity_set(TCP80, not_ready) not in text
+    assert _chain(text, s1, "set") == [
+        "type ipv4_addr",
+        "size 65535",
+        "flags dynamic,timeout",
+        "timeout 600s",
+    ]
+    comment = 'comment "tcp/198.18.0.200:80"'
+    assert _chain(text, "tcp_198_18_0_200_80") == [
+        f"meta l4proto tcp ip saddr @{s1} goto tcp_198_18_0_200_80_0 {comment}",
+        f"meta l4proto tcp ip saddr @{s2} goto tcp_198_18_0_200_80_1 {comment}",
+        "meta l4proto tcp numgen inc mod 2 vmap "
+        f"{{ 0 : goto tcp_198_18_0_200_80_0, 1 : goto tcp_198_18_0_200_80_1 }} {comment}",
+    ]
+    assert _chain(text, "tcp_198_18_0_200_80_1") == [
+        f"update @{s2} {{ ip saddr timeout 600s }} {comment}",
+        f"meta l4proto tcp dnat ip to 198.18.0.102:9000 {comment}",
+    ]
+
+
+def test_affinity_over_ipv6_udp() -> None:
+    key = ListenerKey(VIP6, "udp", 53)
+    backend = Backend(ip("fd00:198:18::101"), 5353)
+    text = render_table(_affine((key, [backend]), timeout=0.4))  # at least 1 s
+    name = affinity_set(key, backend)
+    assert "type ipv6_addr" in _chain(text, name, "set")
+    assert "timeout 1s" in _chain(text, name, "set")
+    chain = listener_chain(key)
+    assert _chain(text, f"{chain}_0")[1].startswith(
+        "meta l4proto udp dnat ip6 to [fd00:198:18::101]:5353 "
+    )
+    assert _chain(text, chain)[0].startswith(f"meta l4proto udp ip6 saddr @{name} goto")
+
+
+def test_pins_are_carried_over_for_ready_backends_only_and_clamped() -> None:
+    s1, s2 = affinity_set(TCP80, B1), affinity_set(TCP80, B2)
+    pins = {
+        s1: [(ip("198.18.0.9"), 30), (ip("198.18.0.8"), 9999), (ip("fd00::9"), 30)],
+        s2: [(ip("198.18.0.7"), 30)],
+        "aff_0000000000000000": [(ip("198.18.0.6"), 30)],
+    }
+    text = render_table(_affine((TCP80, [B1, Backend(B2.address, B2.port, False)])), pins=pins)
+    assert _chain(text, s1, "set")[-1] == (
+        "elements = { 198.18.0.8 timeout 600s expires 600s, 198.18.0.9 timeout 600s expires 30s }"
+    )
+    assert s2 not in text and "198.18.0.7" not in text and "198.18.0.6" not in text
+    assert render_table(_affine((TCP80, [B1])), pins=pins) == render_table(
+        _affine((TCP80, [B1])), pins=pins
+    )
+
+
+# nft -T output (real listings indent with tabs; the parser does not care)
+LISTING = """\
+table inet ironlb {
+    comment "ironlb pid=1 start=2"
+    set vips4 {
+        type ipv4_addr
+        elements = { 198.18.0.200 }
+    }
+
+    set aff_0123456789abcdef {
+        type ipv4_addr
+        size 65535
+        flags dynamic,timeout
+        timeout 600s
+        elements = { 10.9.0.1 expires 491s, 10.9.0.2 timeout 600s expires 3s,
+                 10.9.1.1 expires 599s, bogus expires 5s,
+                 10.9.1.5 expires 599s }
+    }
+
+    set aff_fedcba9876543210 {
+        type ipv6_addr
+        flags dynamic,timeout
+        timeout 600s
+        elements = { fd00::1 expires 99s }
+    }
+
+    set aff_1111111111111111 {
+        type ipv4_addr
+        flags dynamic,timeout
+        timeout 600s
+    }
+}
+"""
+
+
+def test_pins_are_read_from_a_numeric_time_listing() -> None:
+    assert parse_pins(LISTING) == {
+        "aff_0123456789abcdef": [
+            (ip("10.9.0.1"), 491),
+            (ip("10.9.0.2"), 3),
+            (ip("10.9.1.1"), 599),
+            (ip("10.9.1.5"), 599),
+        ],
+        "aff_fedcba9876543210": [(ip("fd00::1"), 99)],
+    }
+    assert parse_pins("") == {}
+
+
+def test_the_listing_compared_for_repairs_leaves_the_pins_out() -> None:
+    kept = without_pins(LISTING)
+    assert "10.9." not in kept and "fd00::1" not in kept
+    assert "elements = { 198.18.0.200 }" in kept  # other sets are compared in full
+    assert kept.count("set aff_") == 3 and kept.rstrip().endswith("}")
+    other = LISTING.replace("expires 491s", "expires 12s").replace("10.9.1.5", "10.9.1.6")
+    assert without_pins(other) == kept

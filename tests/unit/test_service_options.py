@@ -148,17 +148,12 @@ def test_plan_keeps_a_service_with_bad_values_on_the_defaults() -> None:
 
 
 @pytest.mark.parametrize("how", ["annotation", "default"])
-def test_a_kernel_mode_service_with_client_ip_affinity_is_served_in_proxy_mode(how: str) -> None:
-    affinity = {"sessionAffinity": "ClientIP"}
+def test_a_kernel_mode_service_keeps_kernel_mode_with_client_ip_affinity(how: str) -> None:
+    affinity = {"sessionAffinity": "ClientIP", "externalTrafficPolicy": "Local"}
     if how == "annotation":
         p = planned({"ironlb.io/forwarding-mode": "kernel"}, affinity)
     else:
         p = planned(None, affinity, default_mode="kernel")
     opts = p.state.listeners[TCP].options
-    assert (opts.mode, opts.affinity_timeout, opts.masquerade) == ("proxy", 10800.0, True)
-    assert [pr.reason for pr in p.problems[KEY]] == ["AffinityNeedsProxyMode"]
-    assert "served in proxy mode only" in p.problems[KEY][0].message
-    # without affinity the kernel mode stays
-    assert planned({"ironlb.io/forwarding-mode": "kernel"}).state.listeners[TCP].options.mode == (
-        "kernel"
-    )
+    assert (opts.mode, opts.affinity_timeout, opts.masquerade) == ("kernel", 10800.0, False)
+    assert KEY not in p.problems

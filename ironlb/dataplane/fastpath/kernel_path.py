@@ -4,7 +4,8 @@
 A small stateful wrapper over :mod:`.nftables`: it remembers what it last
 wrote, so an unchanged state costs one ``nft list``, removes the table when no
 kernel listener is left, and says once per family when forwarding is off
-(DNAT to a backend on another host needs it).
+(DNAT to a backend on another host needs it). Each write carries the
+session-affinity pins of the table it replaces over into the new one.
 
 Ownership (:mod:`.owner`): the table carries its writer's mark. Another live
 ironlb's table is never overwritten (:class:`KernelPathError` names that
@@ -28,7 +29,7 @@ from ironlb.dataplane.fastpath.nftables import (
     remove_table,
 )
 from ironlb.dataplane.fastpath.owner import Owner, describe_process, owner_of_listing
-from ironlb.dataplane.fastpath.render import RenderError
+from ironlb.dataplane.fastpath.render import Pins, RenderError, parse_pins, without_pins
 from ironlb.dataplane.state import DesiredState
 
 __all__ = ["KernelPath", "KernelPathError"]
@@ -42,7 +43,9 @@ class KernelPathError(RuntimeError):
 
 
 def _normalised(text: str) -> list[str]:
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    """The listing as compared for :meth:`KernelPath.repair`: pinned clients
+    (session affinity) come and go in the kernel, so they are left out."""
+    return [line.strip() for line in without_pins(text).splitlines() if line.strip()]
 
 
 class KernelPath:
@@ -103,6 +106,7 @@ class KernelPath:
         return self._write(wanted)
 
     def _write(self, wanted: DesiredState) -> bool:
+        pins: Pins = {}
         try:
             listing = list_table()
             if listing is not None:
@@ -113,7 +117,11 @@ class KernelPath:
                         f"{describe_process(foreign.pid)}: one kernel-mode data plane per "
                         "network namespace; stop that one or use proxy mode here"
                     )
-            apply_state(wanted, owner_mark=self.owner.mark)
+                # Session affinity: the clients pinned in the table being replaced
+                # stay pinned (a client pinned in the few ms until the new table
+                # is in is pinned again by its next connection).
+                pins = parse_pins(listing)
+            apply_state(wanted, owner_mark=self.owner.mark, pins=pins)
             written = list_table()
         except (NftError, RenderError) as exc:
             raise KernelPathError(f"cannot apply the nftables table: {exc}") from exc

@@ -22,12 +22,16 @@ import threading
 from ironlb.dataplane.fastpath.render import (
     TABLE_FAMILY,
     TABLE_NAME,
+    Pins,
     render_removal,
     render_table,
 )
 from ironlb.dataplane.state import DesiredState
 
 LIBRARY = "libnftables.so.1"
+#: libnftables' ``NFT_CTX_OUTPUT_NUMERIC_TIME`` (``nft -T``): times in seconds
+#: (``expires 491s``), which :func:`~.render.parse_pins` reads.
+NUMERIC_TIME = 1 << 10
 
 
 class NftError(RuntimeError):
@@ -54,17 +58,22 @@ class _Lib:
         for fn in (lib.nft_ctx_get_output_buffer, lib.nft_ctx_get_error_buffer):
             fn.restype = ctypes.c_char_p
             fn.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_output_set_flags.restype = None
+        lib.nft_ctx_output_set_flags.argtypes = [ctypes.c_void_p, ctypes.c_uint]
         lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
         lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
         self.lib = lib
 
-    def run(self, text: str) -> str:
-        """Run ``text`` (one batch); return nft's output or raise :class:`NftError`."""
+    def run(self, text: str, flags: int = 0) -> str:
+        """Run ``text`` (one batch) with output ``flags`` (``NFT_CTX_OUTPUT_*``);
+        return nft's output or raise :class:`NftError`."""
         lib = self.lib
         ctx = lib.nft_ctx_new(0)  # NFT_CTX_DEFAULT
         if not ctx:
             raise NftError("nft_ctx_new failed")
         try:
+            if flags:
+                lib.nft_ctx_output_set_flags(ctx, flags)
             if lib.nft_ctx_buffer_output(ctx) or lib.nft_ctx_buffer_error(ctx):
                 raise NftError("cannot buffer libnftables output")
             rc = lib.nft_run_cmd_from_buffer(ctx, text.encode())
@@ -89,17 +98,20 @@ def _library() -> _Lib:
         return _lib
 
 
-def run_nft(text: str) -> str:
+def run_nft(text: str, flags: int = 0) -> str:
     """Run nft commands (``nft -f`` syntax) as one transaction; return the output."""
-    return _library().run(text)
+    return _library().run(text, flags)
 
 
-def apply_state(state: DesiredState, table: str = TABLE_NAME, owner_mark: str = "") -> str:
-    """Replace the fast-path table with one rendered from ``state``; return the text.
+def apply_state(
+    state: DesiredState, table: str = TABLE_NAME, owner_mark: str = "", pins: Pins | None = None
+) -> str:
+    """Replace the fast-path table with one rendered from ``state`` (and the
+    affinity ``pins`` carried over, :func:`~.render.render_table`); return the text.
 
     Atomic: on any error (:class:`NftError`) the previous table stays in place.
     """
-    text = render_table(state, table, owner_mark)
+    text = render_table(state, table, owner_mark, pins)
     run_nft(text)
     return text
 
@@ -110,11 +122,12 @@ def remove_table(table: str = TABLE_NAME) -> None:
 
 
 def list_table(table: str = TABLE_NAME) -> str | None:
-    """``nft list table inet <table>`` output, or None when there is no such table."""
+    """``nft -T list table inet <table>`` output (times in seconds), or None when
+    there is no such table."""
     if not table_exists(table):
         return None
     try:
-        return run_nft(f"list table {TABLE_FAMILY} {table}")
+        return run_nft(f"list table {TABLE_FAMILY} {table}", NUMERIC_TIME)
     except NftError:
         return None  # removed between the two calls
 
