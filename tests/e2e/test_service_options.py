@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 
 import pytest
 
+from ironlb.lab.netlab import LabHost
 from tests.support import eventually
 
 from .cluster import Cluster
@@ -36,6 +38,14 @@ async def test_client_ip_affinity_pins_moves_only_when_the_pod_goes_and_timeouts
 ) -> None:
     cl = lab_cluster
     pods = cl.lab.pods
+    # Pins live on the VIP's owner: wait until every speaker sees all three, so
+    # the owner elected now stays (a failover would start without the pins).
+    for node in cl.lab.nodes:
+        await eventually(
+            functools.partial(_sees_all, cl, node),
+            timeout=30,
+            what=f"three live speakers seen by {node.name}",
+        )
     vip = await cl.expose(
         "sticky",
         pods,
@@ -47,7 +57,7 @@ async def test_client_ip_affinity_pins_moves_only_when_the_pod_goes_and_timeouts
         lambda: not any(a.startswith("ERR") for a in cl.ask(vip, count=3)),
         what="the VIP answering",
     )
-    owner = await cl.announcing_node("sticky")
+    owner = await eventually(lambda: cl.announcing_node("sticky"), what="sticky announced")
     got = cl.ask(vip, count=30)
     assert len(set(got)) == 1, (collections.Counter(got), owner)  # 30 of 30 on one pod
     home = got[0]
@@ -98,9 +108,15 @@ async def test_client_ip_affinity_pins_moves_only_when_the_pod_goes_and_timeouts
     )
     kgot = cl.ask(kvip, count=20)
     assert len(set(kgot)) == 1, collections.Counter(kgot)
-    kowner = await cl.announcing_node("sticky-kernel")
+    kowner = await eventually(
+        lambda: cl.announcing_node("sticky-kernel"), what="sticky-kernel announced"
+    )
     listing = cl.lab.run(cl.lab.host(str(kowner)), "nft", "list", "table", "inet", "ironlb")
     assert "flags dynamic,timeout" in listing.stdout and str(cl.lab.client.ipv4) in listing.stdout
+
+
+def _sees_all(cl: Cluster, node: LabHost) -> bool:
+    return "ironlb_speaker_live_peers 3.0" in cl.metrics(node)
 
 
 async def _with(reasons: object, reason: str) -> list[str] | None:
