@@ -33,7 +33,7 @@ from typing import Any, TextIO
 
 from ironlb.lab.apiserver.identity import UserInfo
 
-__all__ = ["AuditLog", "RequestInfo", "audit_event", "request_info"]
+__all__ = ["AuditLog", "RequestInfo", "audit_event", "event_request", "request_info"]
 
 #: kube-apiserver's API prefixes: core (``/api``) and named groups (``/apis``).
 _PREFIXES = ("api", "apis")
@@ -176,6 +176,25 @@ def audit_event(
         }
         event["objectRef"] = {k: v for k, v in ref.items() if v}
     return event
+
+
+def event_request(event: Mapping[str, Any]) -> RequestInfo:
+    """The :class:`RequestInfo` an :func:`audit_event` was made from (the path only
+    for non-resource requests, whose ``requestURI`` it is, without the query).
+    Raises KeyError for an event without ``verb`` or ``requestURI``."""
+    ref = event.get("objectRef")
+    if not ref:
+        return RequestInfo(str(event["verb"]), str(event["requestURI"]).split("?", 1)[0])
+    return RequestInfo(
+        str(event["verb"]),
+        "",
+        str(ref.get("apiGroup", "")),
+        str(ref.get("apiVersion", "")),
+        str(ref.get("resource", "")),
+        str(ref.get("subresource", "")),
+        str(ref.get("namespace", "")),
+        str(ref.get("name", "")),
+    )
 
 
 class AuditLog:
