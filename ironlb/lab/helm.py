@@ -197,8 +197,11 @@ class Helm:
         *,
         wait: WaitStrategy | None = None,
         timeout: int = DEFAULT_TIMEOUT,
+        create_namespace: bool = False,
     ) -> Release:
-        """``helm install <release> <chart>``: revision 1, status ``deployed``.
+        """``helm install <release> <chart>``: revision 1, status ``deployed``. The
+        chart's ``crds/`` are applied first (and, as Helm does, never deleted later);
+        ``create_namespace`` is ``--create-namespace``.
 
         Raises ``HelmFailed`` for a bad name, chart, values, wait or timeout (nothing is
         sent), when the release exists, or when Helm fails (then Helm has recorded
@@ -206,7 +209,14 @@ class Helm:
         """
         path = self._checked("install", release, chart, values, timeout, wait)
         try:
-            summary = self._config.install(path, release, values, timeout=timeout, wait=wait)
+            summary = self._config.install(
+                path,
+                release,
+                values,
+                timeout=timeout,
+                wait=wait,
+                create_namespace=create_namespace,
+            )
         except helm_python.HelmError as exc:
             raise _failed("install", release, exc) from exc
         return Release.from_summary(summary)

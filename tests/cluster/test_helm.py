@@ -10,6 +10,7 @@ import base64
 import gzip
 import json
 import os
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from tests.support import ApiClient, api_client, eventually
 pytestmark = pytest.mark.cluster
 
 CHART = Path(__file__).parent / "charts" / "hello"
+PRODUCT_CRDS = Path(__file__).parents[2] / "charts" / "ironlb" / "crds"
+CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 NS = "/api/v1/namespaces/default"
 APPS = "/apis/apps/v1/namespaces/default"
 RELEASE_SECRET_TYPE = "helm.sh/release.v1"
@@ -373,3 +376,85 @@ async def test_helm_with_an_unreachable_api_fails_in_one_line(tmp_path: Path) ->
         await asyncio.to_thread(client.install, CHART, "demo", timeout=5)
     assert str(caught.value).startswith("helm install demo: ")
     assert "\n" not in str(caught.value)
+
+
+def pools_chart(directory: Path) -> Path:
+    """A chart with ironlb's own CRDs under ``crds/`` and one IPAddressPool template."""
+    chart = directory / "pools"
+    (chart / "crds").mkdir(parents=True)
+    (chart / "templates").mkdir()
+    for crd in PRODUCT_CRDS.glob("*.yaml"):
+        shutil.copy(crd, chart / "crds" / crd.name)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: pools\nversion: 0.1.0\n")
+    (chart / "values.yaml").write_text("addresses: [198.18.10.0/24]\n")
+    (chart / "templates" / "pool.yaml").write_text(
+        "apiVersion: ironlb.io/v1alpha1\nkind: IPAddressPool\n"
+        "metadata: {name: {{ .Release.Name }}}\n"
+        "spec:\n  addresses: {{ toJson .Values.addresses }}\n"
+    )
+    return chart
+
+
+async def test_install_applies_crds_first_into_a_created_namespace(
+    api: ApiClient, kubeconfig: Path, tmp_path: Path
+) -> None:
+    """As ``make demo`` will: ``--create-namespace``, the chart's CRDs, then a custom
+    object of the new type (Helm rediscovers the API in between)."""
+    chart = pools_chart(tmp_path)
+    with Helm(kubeconfig, namespace="ironlb-system") as helm:
+        release = await asyncio.to_thread(
+            helm.install, chart, "lab", {"addresses": ["198.18.20.0/24"]}, create_namespace=True
+        )
+        assert (release.namespace, release.revision, release.status) == (
+            "ironlb-system",
+            1,
+            "deployed",
+        )
+        await api.get("/api/v1/namespaces/ironlb-system")
+        crd = await api.get(f"{CRDS}/ipaddresspools.ironlb.io")
+        assert [e["manager"] for e in apply_entries(crd)] == [helm_field_manager()]
+        pool = await api.get("/apis/ironlb.io/v1alpha1/ipaddresspools/lab")
+        assert pool["spec"]["addresses"] == ["198.18.20.0/24"]
+        stored = await api.items(
+            "/api/v1/namespaces/ironlb-system/secrets", labelSelector="owner=helm,name=lab"
+        )
+        assert [s["metadata"]["name"] for s in stored] == ["sh.helm.release.v1.lab.v1"]
+
+        await asyncio.to_thread(helm.uninstall, "lab")
+    assert await status_code(api, "/apis/ironlb.io/v1alpha1/ipaddresspools/lab") == 404
+    assert await status_code(api, f"{CRDS}/ipaddresspools.ironlb.io") == 200  # Helm keeps CRDs
+    assert await api.items("/api/v1/namespaces/ironlb-system/secrets") == []
+
+
+async def test_upgrade_conflicts_on_a_field_another_manager_changed(
+    api: ApiClient, helm: Helm
+) -> None:
+    """Server-side apply without force (Helm v4's upgrade; the SDK has no
+    ``--force-conflicts``): a value someone else set is not overwritten; Helm records
+    the revision as failed and the object keeps the other manager's value."""
+    await asyncio.to_thread(helm.install, CHART, "demo")
+    await api.call(
+        "PATCH",
+        f"{NS}/configmaps/demo-config",
+        {"data": {"greeting": "edited"}},
+        fieldManager="kubectl-edit",
+    )
+    with pytest.raises(HelmFailed) as caught:
+        await asyncio.to_thread(helm.upgrade, CHART, "demo", {"greeting": "new"})
+    message = str(caught.value)
+    assert "\n" not in message
+    assert 'Apply failed with 1 conflict: conflict with "kubectl-edit"' in message
+    assert ".data.greeting" in message
+    history = await asyncio.to_thread(helm.history, "demo")
+    assert [(r.revision, r.status) for r in history] == [(1, "deployed"), (2, "failed")]
+    config = await api.get(f"{NS}/configmaps/demo-config")
+    assert config["data"]["greeting"] == "edited"
+    # Applying the other manager's value is no conflict (both then own the field).
+    upgraded = await asyncio.to_thread(
+        helm.upgrade, CHART, "demo", {"greeting": "edited", "port": 9090}
+    )
+    assert (upgraded.revision, upgraded.status) == (3, "deployed")
+    config = await api.get(f"{NS}/configmaps/demo-config")
+    assert config["data"] == {"greeting": "edited", "port": "9090"}
+    owners = {e["manager"] for e in config["metadata"]["managedFields"]}
+    assert owners == {helm_field_manager(), "kubectl-edit"}
