@@ -458,3 +458,51 @@ async def test_upgrade_conflicts_on_a_field_another_manager_changed(
     assert config["data"] == {"greeting": "edited", "port": "9090"}
     owners = {e["manager"] for e in config["metadata"]["managedFields"]}
     assert owners == {helm_field_manager(), "kubectl-edit"}
+
+
+async def test_install_refuses_to_take_over_an_object_helm_does_not_own(
+    api: ApiClient, helm: Helm
+) -> None:
+    """Helm's ownership check: an existing object without Helm's label and annotations
+    is not adopted; nothing is stored and the object is left as it was."""
+    await api.create(
+        f"{NS}/configmaps", {"metadata": {"name": "demo-config"}, "data": {"greeting": "mine"}}
+    )
+    with pytest.raises(HelmFailed) as caught:
+        await asyncio.to_thread(helm.install, CHART, "demo")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert 'ConfigMap "demo-config" in namespace "default" exists and cannot be imported' in message
+    assert await release_secrets(api, "demo") == {}
+    config = await api.get(f"{NS}/configmaps/demo-config")
+    assert config["data"] == {"greeting": "mine"}
+    assert await status_code(api, f"{NS}/services/demo-lb") == 404
+
+
+async def test_objects_written_client_side_by_helm_move_to_server_side_apply(
+    api: ApiClient, helm: Helm
+) -> None:
+    """An object a client-side Helm wrote (an ``Update`` entry of Helm's field manager,
+    with Helm's ownership marks) is adopted: Helm first rewrites ``managedFields`` with
+    a JSON patch (its entry becomes ``Apply``), then applies, so a key the chart no
+    longer renders is removed."""
+    body = {
+        "metadata": {
+            "name": "demo-config",
+            "labels": {"app.kubernetes.io/managed-by": "Helm"},
+            "annotations": {
+                "meta.helm.sh/release-name": "demo",
+                "meta.helm.sh/release-namespace": "default",
+            },
+        },
+        "data": {"greeting": "old", "dropped": "x"},
+    }
+    created = await api.call("POST", f"{NS}/configmaps", body, fieldManager=helm_field_manager())
+    assert [e["operation"] for e in created["metadata"]["managedFields"]] == ["Update"]
+    release = await asyncio.to_thread(helm.install, CHART, "demo")
+    assert release.status == "deployed"
+    config = await api.get(f"{NS}/configmaps/demo-config")
+    assert config["data"] == {"greeting": "hello", "port": "8080"}
+    entries = config["metadata"]["managedFields"]
+    assert [(e["manager"], e["operation"]) for e in entries] == [(helm_field_manager(), "Apply")]
+    assert set(entries[0]["fieldsV1"]["f:data"]) == {"f:greeting", "f:port"}
