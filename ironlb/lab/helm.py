@@ -169,10 +169,16 @@ class Helm:
     """
 
     def __init__(self, kubeconfig: str | os.PathLike[str], namespace: str = "default") -> None:
+        """Raises ``HelmFailed`` when ``kubeconfig`` is not a file."""
+        if not Path(kubeconfig).is_file():
+            raise HelmFailed(f"helm: kubeconfig {os.fspath(kubeconfig)!r} is not a file")
         self.namespace = namespace
-        self._config = helm_python.Config(
-            kubeconfig_path=os.fspath(kubeconfig), namespace=namespace
-        )
+        try:
+            self._config = helm_python.Config(
+                kubeconfig_path=os.fspath(kubeconfig), namespace=namespace
+            )
+        except helm_python.HelmError as exc:
+            raise HelmFailed(f"helm: {_one_line(str(exc))}") from exc
 
     def close(self) -> None:
         """Free the SDK's connection handle (idempotent)."""

@@ -506,3 +506,8 @@ async def test_objects_written_client_side_by_helm_move_to_server_side_apply(
     entries = config["metadata"]["managedFields"]
     assert [(e["manager"], e["operation"]) for e in entries] == [(helm_field_manager(), "Apply")]
     assert set(entries[0]["fieldsV1"]["f:data"]) == {"f:greeting", "f:port"}
+
+
+def test_a_missing_kubeconfig_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(HelmFailed, match=r"^helm: kubeconfig '.*/nope' is not a file$"):
+        Helm(tmp_path / "nope")
