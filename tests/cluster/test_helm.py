@@ -511,3 +511,22 @@ async def test_objects_written_client_side_by_helm_move_to_server_side_apply(
 def test_a_missing_kubeconfig_is_refused(tmp_path: Path) -> None:
     with pytest.raises(HelmFailed, match=r"^helm: kubeconfig '.*/nope' is not a file$"):
         Helm(tmp_path / "nope")
+
+
+async def test_hooks_run_before_install_and_upgrade_and_outlive_the_release(
+    api: ApiClient, helm: Helm
+) -> None:
+    values = {"hook": {"enabled": True}}
+    release = await asyncio.to_thread(helm.install, CHART, "demo", values)
+    assert ("ConfigMap", "demo-hook") not in manifest_objects(release.manifest)
+    hook = await api.get(f"{NS}/configmaps/demo-hook")
+    assert hook["data"] == {"revision": "1"}
+    first_uid = hook["metadata"]["uid"]
+    await asyncio.to_thread(helm.upgrade, CHART, "demo", values)
+    hook = await api.get(f"{NS}/configmaps/demo-hook")
+    assert hook["data"] == {"revision": "2"}
+    assert hook["metadata"]["uid"] != first_uid  # before-hook-creation: deleted, made anew
+    await asyncio.to_thread(helm.uninstall, "demo")
+    assert await status_code(api, f"{NS}/configmaps/demo-config") == 404
+    assert (await api.get(f"{NS}/configmaps/demo-hook"))["data"] == {"revision": "2"}
+    await api.delete(f"{NS}/configmaps/demo-hook")
