@@ -10,8 +10,9 @@ Modules: ``registry`` (types and discovery), ``store`` (objects, global
 resourceVersion, watch fan-out), ``cluster`` (object semantics),
 ``validation`` (body and metadata checks), ``patching`` (merge, JSON and
 strategic-merge patches), ``schema`` (CRD structural schemas),
-``selectors``, ``defaults`` (Service defaulting), ``errors`` (Status
-bodies), ``apply`` (server-side apply), ``tables`` (``kubectl get`` columns), ``openapi`` (the index
+``selectors``, ``defaults`` (Service defaulting), ``secrets`` (Secret
+``stringData``), ``errors`` (Status bodies), ``apply`` (server-side apply),
+``tables`` (``kubectl get`` columns), ``openapi`` (the index
 kubectl validates with), ``admission`` (validating webhooks), ``http``
 (aiohttp routes), ``watches`` (watch streams), ``kubeconfig``, ``server``.
 

@@ -16,6 +16,7 @@ from typing import Any
 # storage keys (group, plural) that the server treats specially
 NAMESPACES = ("", "namespaces")
 SERVICES = ("", "services")
+SECRETS = ("", "secrets")
 CRDS = ("apiextensions.k8s.io", "customresourcedefinitions")
 
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
