@@ -108,6 +108,10 @@ def _spec_part(rtype: ResourceType, obj: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k not in skip}
 
 
+#: Field owners of one object (server-side apply).
+_Owners = list[ssa.Owner]
+
+
 class Cluster:
     """All API objects and their lifecycle; raises :class:`errors.ApiError`."""
 
@@ -457,8 +461,24 @@ class Cluster:
         object it merges into (None: the apply creates)."""
         applied = self._applied(rtype, name, body, subresource)
         live = self.store.get(rtype.storage_key, self._namespace_of(rtype, namespace), name)
+        merged, _owners = self._merge(rtype, live, applied, manager, force, subresource)
+        if rtype.namespaced and namespace:
+            merged.setdefault("metadata", {})["namespace"] = namespace
+        return live, render(rtype, merged)
+
+    def _merge(
+        self,
+        rtype: ResourceType,
+        live: Obj | None,
+        applied: Obj,
+        manager: str,
+        force: bool,
+        subresource: str | None,
+    ) -> tuple[Obj, _Owners]:
+        """:func:`~ironlb.lab.apiserver.apply.apply` of ``applied`` onto ``live`` with the
+        owners recorded in its managedFields and this type's list semantics."""
         owners = ssa.owners_from_json(((live or {}).get("metadata") or {}).get("managedFields"))
-        merged, _owners = ssa.apply(
+        return ssa.apply(
             live,
             applied,
             owners,
@@ -469,9 +489,6 @@ class Cluster:
             now=now_timestamp(),
             subresource=subresource or "",
         )
-        if rtype.namespaced and namespace:
-            merged.setdefault("metadata", {})["namespace"] = namespace
-        return live, render(rtype, merged)
 
     def apply(
         self,
@@ -499,19 +516,8 @@ class Cluster:
             if expect_rv is not None:
                 raise StaleError(name)
             raise errors.not_found(rtype.plural, rtype.group, name)
-        owners = ssa.owners_from_json(((live or {}).get("metadata") or {}).get("managedFields"))
         try:
-            merged, options.owners = ssa.apply(
-                live,
-                applied,
-                owners,
-                manager,
-                force=force,
-                list_types=self.list_types(rtype),
-                api_version=rtype.api_version,
-                now=now_timestamp(),
-                subresource=subresource or "",
-            )
+            merged, options.owners = self._merge(rtype, live, applied, manager, force, subresource)
         except ssa.ConflictError as exc:
             raise errors.ApiError(
                 409,
