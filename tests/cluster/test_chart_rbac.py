@@ -1,29 +1,31 @@
 """The chart's controller RBAC against what the controller really asks the API for.
 
-A recording local API server notes every request the in-process controller
-makes while it allocates an address, posts an Event, writes pool status and
-renews and releases its Lease. Each request, turned into the attributes the
-Kubernetes authorizer checks (verb, API group, resource/subresource,
-namespace, name; see the Kubernetes "Authorization" docs, "Determine the
-request verb"), must be allowed by the rendered ClusterRole + Role; and each
-verb the chart grants must have been used (least privilege: no rule the code
-does not need). Discovery (``/api``, ``/apis``, ``/version``) is allowed to
-every authenticated user by Kubernetes' own ``system:discovery`` role.
+A recording local API server (tests/chart/rbac_check.py) notes every request
+the in-process controller makes while it allocates an address, posts an
+Event, writes pool status and renews and releases its Lease. Each request must
+be allowed by the rendered ClusterRole + Role, and each verb the chart grants
+must have been used (least privilege: no rule the code does not need).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from ironlb.lab.apiserver import LocalApiServer
 from tests.chart.chart_support import NAMESPACE, one, render
+from tests.chart.rbac_check import (
+    TEST_AGENT,
+    Attributes,
+    RecordingServer,
+    allowed_by,
+    attributes,
+    refused,
+    unused,
+)
 from tests.cluster.controller_support import (
     POOLS,
     Api,
@@ -36,68 +38,6 @@ from tests.cluster.controller_support import (
 from tests.support import eventually
 
 pytestmark = pytest.mark.cluster
-
-TEST_AGENT = "ironlb-chart-rbac-test"
-
-
-@dataclass(frozen=True)
-class Attributes:
-    """A resource request as the authorizer sees it."""
-
-    verb: str
-    group: str
-    resource: str  # "services" or "services/status"
-    namespace: str | None
-    name: str | None
-
-
-class RecordingServer(LocalApiServer):
-    """The local API, noting (method, path, watch?) of every request not sent by the test."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[tuple[str, str, bool]] = []
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        if request.headers.get("User-Agent") != TEST_AGENT:
-            watch = request.query.get("watch") in ("true", "1")
-            self.seen.append((request.method, request.path, watch))
-        return await super()._handle(request)
-
-
-def attributes(method: str, path: str, watch: bool) -> Attributes | None:
-    """The authorizer's view of one request; ``None`` for discovery (non-resource) paths."""
-    parts = [p for p in path.split("/") if p]
-    if parts[:2] == ["api", "v1"]:
-        group, rest = "", parts[2:]
-    elif parts[:1] == ["apis"] and len(parts) >= 3:
-        group, rest = parts[1], parts[3:]
-    else:
-        return None
-    if not rest:
-        return None
-    namespace = None
-    if rest[0] == "namespaces" and len(rest) >= 3:
-        namespace, rest = rest[1], rest[2:]
-    resource = rest[0]
-    name = rest[1] if len(rest) > 1 else None
-    if len(rest) > 2:
-        resource = f"{resource}/{rest[2]}"
-    if method == "GET":
-        verb = "get" if name else ("watch" if watch else "list")
-    else:
-        verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
-    return Attributes(verb, group, resource, namespace, name)
-
-
-def allowed_by(rule: dict[str, Any], request: Attributes) -> bool:
-    names = rule.get("resourceNames")
-    return (
-        request.group in rule["apiGroups"]
-        and request.resource in rule["resources"]
-        and request.verb in rule["verbs"]
-        and (not names or request.name in names)
-    )
 
 
 @contextlib.asynccontextmanager
@@ -148,25 +88,11 @@ async def test_controller_rbac_allows_every_request_and_nothing_unused() -> None
     finally:
         await server.stop()
 
-    requests = {a for m, p, w in server.seen if (a := attributes(m, p, w)) is not None}
-    refused = sorted(
-        str(r)
-        for r in requests
-        if not any(allowed_by(rule, r) for rule in cluster_rules)
-        and not (r.namespace == NAMESPACE and any(allowed_by(rule, r) for rule in role_rules))
-    )
-    assert refused == [], f"the chart's RBAC would refuse: {refused}"
-    unused = sorted(
-        f"{rule['resources']} {verb}"
-        for rule in [*cluster_rules, *role_rules]
-        for verb in rule["verbs"]
-        if not any(
-            allowed_by({**rule, "verbs": [verb]}, r)
-            and (rule in cluster_rules or r.namespace == NAMESPACE)
-            for r in requests
-        )
-    )
-    assert unused == [], f"granted but never used: {unused}"
+    requests = server.requests()
+    problems = refused(requests, cluster_rules, role_rules, NAMESPACE)
+    assert problems == [], f"the chart's RBAC would refuse: {problems}"
+    needless = unused(requests, cluster_rules, role_rules, NAMESPACE)
+    assert needless == [], f"granted but never used: {needless}"
 
 
 def test_the_check_refuses_what_the_rules_do_not_grant() -> None:
