@@ -41,17 +41,23 @@ def documents(manifests: dict[str, str]) -> list[Obj]:
     return out
 
 
-def render(values: dict[str, Any] | None = None, *, config: helm.Config | None = None) -> list[Obj]:
+def render(
+    values: dict[str, Any] | None = None,
+    *,
+    config: helm.Config | None = None,
+    release: str = RELEASE,
+    namespace: str = NAMESPACE,
+) -> list[Obj]:
     """The chart's objects for ``values``; through ``config`` (a cluster) ``lookup`` works.
 
     Raises ``helm.HelmValuesError`` for values the schema refuses.
     """
     with helm.Chart.load(CHART) as chart:
         if config is None:
-            manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+            manifests = chart.render(values, name=release, namespace=namespace, is_install=True)
         else:
             manifests = config.render(
-                chart, values, name=RELEASE, namespace=NAMESPACE, is_upgrade=True
+                chart, values, name=release, namespace=namespace, is_upgrade=True
             )
     return documents(manifests)
 

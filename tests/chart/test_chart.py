@@ -90,7 +90,7 @@ def parsed_args(c: Obj) -> Any:
 # -- lint, schemas ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", ["defaults", "all-values"])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_lint_is_clean(variant: str) -> None:
     report = helm.lint(CHART, VARIANTS[variant], strict=True, kube_version="v1.32.0")
     assert report["errors"] == []
@@ -184,6 +184,23 @@ def test_names_are_the_ones_the_code_looks_for() -> None:
     webhook = one(objs, "ValidatingWebhookConfiguration", "ironlb-webhook")["webhooks"][0]
     assert webhook["clientConfig"]["service"]["path"] == f"/{VALIDATE_POOL_ID}"
     assert {o["metadata"].get("namespace", NAMESPACE) for o in objs} == {NAMESPACE}
+
+
+def test_names_do_not_follow_the_release_but_the_namespace_does() -> None:
+    objs = render(release="lb", namespace="lb-system")
+    assert one(objs, "Deployment", "ironlb-controller")["metadata"]["namespace"] == "lb-system"
+    assert (
+        one(objs, "DaemonSet", SPEAKER_DAEMONSET)["metadata"]["labels"][
+            "app.kubernetes.io/instance"
+        ]
+        == "lb"
+    )
+    for kind in ("ClusterRoleBinding", "RoleBinding"):
+        for binding in by_kind(objs, kind).values():
+            assert binding["subjects"][0]["namespace"] == "lb-system"
+    hook = one(objs, "ValidatingWebhookConfiguration", "ironlb-webhook")["webhooks"][0]
+    assert hook["clientConfig"]["service"]["namespace"] == "lb-system"
+    assert "lbctl doctor --namespace lb-system" in notes_for("lb-system")
 
 
 def test_heartbeat_key_is_random_per_install() -> None:
@@ -494,6 +511,12 @@ def test_a_pool_against_the_crd_schema_can_fail() -> None:
     assert schema is not None
     _, errors = apply_schema(pool, schema)
     assert [field for field, _ in errors] == ["spec.autoAssign"]
+
+
+def notes_for(namespace: str) -> str:
+    with helm.Chart.load(CHART) as chart:
+        manifests = chart.render(None, name="lb", namespace=namespace, is_install=True)
+    return next(text for path, text in manifests.items() if path.endswith("NOTES.txt"))
 
 
 def test_notes_say_the_next_step() -> None:
