@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     import signal
 
     from ironlb.lab.netlab.plan import MAX_NODES, LabError, validate_prefix
-    from ironlb.lab.workloads import ApiError
+    from ironlb.lab.workloads import ApiError, ClientConfig
     from ironlb.lab.workloads import run as run_controllers
     from ironlb.lab.workloads.nodes import netns_node_indexes
 
@@ -53,6 +53,11 @@ def run(args: argparse.Namespace) -> int:
     except LabError as exc:
         print(f"ironlb lab controllers: {exc}", file=sys.stderr)
         return 2
+    try:
+        config = ClientConfig.from_kubeconfig(args.kubeconfig)
+    except ApiError as exc:
+        print(f"ironlb lab controllers: {exc}", file=sys.stderr)
+        return 1
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -62,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("ironlb.lab.workloads").info(
             "lab controllers running (nodes: %s)", " ".join(f"node{i}" for i in indexes) or "-"
         )
-        await run_controllers(args.kubeconfig, stop=stop, nodes=indexes)
+        await run_controllers(config, stop=stop, nodes=indexes)
 
     try:
         asyncio.run(main())

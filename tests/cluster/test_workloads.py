@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import re
 import shutil
 import time
@@ -247,3 +248,295 @@ def test_expose_makes_slice_and_not_ready_leaves_within_a_second(lab: Lab) -> No
     eps = {e["targetRef"]["name"]: e for e in _endpoints(lab.api, "web")}
     assert eps[victim]["conditions"] == {"ready": False, "serving": False, "terminating": False}
     assert sum(1 for e in eps.values() if e["conditions"]["ready"]) == 2
+
+
+NAMED_PORTS = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec:
+      containers:
+      - name: server
+        image: podserver
+        ports:
+        - {name: http, containerPort: 8080}
+        - {name: dns, containerPort: 8053, protocol: UDP}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api}
+spec:
+  clusterIP: None
+  ipFamilyPolicy: RequireDualStack
+  ipFamilies: [IPv4, IPv6]
+  selector: {app: api}
+  ports:
+  - {name: web, port: 80, targetPort: http}
+  - {name: dns, port: 53, protocol: UDP, targetPort: dns}
+"""
+
+
+def test_named_ports_both_families_and_terminating(lab: Lab) -> None:
+    lab.kubectl("apply", "-f", "-", stdin=NAMED_PORTS)
+    pods = lab.settle("api-", 2, what="2 ready api pods")
+
+    def two_families() -> list[dict[str, Any]]:
+        slices = [
+            s
+            for s in lab.api.items(SLICES)
+            if s["metadata"]["labels"]["kubernetes.io/service-name"] == "api"
+            and len(s.get("endpoints") or []) == 2
+        ]
+        return slices if len(slices) == 2 else []
+
+    slices = wait_for(two_families, timeout=10, what="an IPv4 and an IPv6 slice")
+    assert sorted(s["addressType"] for s in slices) == ["IPv4", "IPv6"]
+    for slice_obj in slices:
+        assert sorted(slice_obj["ports"], key=lambda p: p["name"]) == [
+            {"name": "dns", "protocol": "UDP", "port": 8053},
+            {"name": "web", "protocol": "TCP", "port": 8080},
+        ]
+        family = 4 if slice_obj["addressType"] == "IPv4" else 6
+        for endpoint in slice_obj["endpoints"]:
+            assert ipaddress.ip_address(endpoint["addresses"][0]).version == family
+    wanted_v6 = sorted(p["status"]["podIPs"][1]["ip"] for p in pods)
+    v6 = next(s for s in slices if s["addressType"] == "IPv6")
+    assert sorted(e["addresses"][0] for e in v6["endpoints"]) == wanted_v6
+
+    # a pod held by a finalizer while deleted: terminating, serving, not ready
+    victim = pods[0]["metadata"]["name"]
+    lab.api.call("PATCH", f"{PODS}/{victim}", {"metadata": {"finalizers": ["lab.test/hold"]}})
+    lab.kubectl("delete", "pod", victim, "--wait=false")
+
+    def terminating() -> dict[str, Any]:
+        eps = [e for e in _endpoints(lab.api, "api") if e["targetRef"]["name"] == victim]
+        return eps[0] if eps and eps[0]["conditions"]["terminating"] else {}
+
+    endpoint = wait_for(terminating, timeout=10, what="the deleted pod's endpoint terminating")
+    assert endpoint["conditions"] == {"ready": False, "serving": True, "terminating": True}
+    # the deployment replaced it meanwhile
+    lab.settle("api-", 3, what="a replacement pod next to the terminating one")
+    lab.api.call("PATCH", f"{PODS}/{victim}", {"metadata": {"finalizers": None}})
+    wait_for(
+        lambda: victim not in {e["targetRef"]["name"] for e in _endpoints(lab.api, "api")},
+        what="the finished pod to leave the slices",
+    )
+
+
+def test_service_without_selector_gets_no_slices(lab: Lab) -> None:
+    lab.kubectl("create", "deployment", "web", "--image=nginx", "--replicas=1")
+    lab.settle("web-", 1, what="a ready web pod")
+    lab.kubectl("create", "service", "clusterip", "manual", "--tcp=80:8080")
+    lab.api.call(
+        "PATCH", "/api/v1/namespaces/default/services/manual", {"spec": {"selector": None}}
+    )
+    lab.kubectl("expose", "deployment", "web", "--port=80", "--target-port=8080")
+    wait_for(lambda: len(_endpoints(lab.api, "web")) == 1, what="the web slice")
+    services = {
+        s["metadata"]["labels"]["kubernetes.io/service-name"] for s in lab.api.items(SLICES)
+    }
+    assert services == {"web"}
+    lab.kubectl("delete", "service", "web")
+    wait_for(lambda: not lab.api.items(SLICES), what="the web slice to go with its service")
+
+
+def test_cordon_and_node_labels_steer_new_pods(lab: Lab) -> None:
+    lab.kubectl("cordon", "node1")
+    lab.kubectl("create", "deployment", "web", "--image=nginx", "--replicas=4")
+    pods = lab.settle("web-", 4, what="4 ready web pods")
+    assert sorted(p["spec"]["nodeName"] for p in pods) == ["node2", "node2", "node3", "node3"]
+    lab.kubectl("uncordon", "node1")
+    lab.kubectl("label", "node", "node3", "disk=ssd")
+    lab.kubectl(
+        "patch",
+        "deployment",
+        "web",
+        "-p",
+        '{"spec":{"template":{"spec":{"nodeSelector":{"disk":"ssd"}}}}}',
+    )
+    wait_for(
+        lambda: (
+            lab.api.kubelet_pass() >= 0
+            and {p["spec"].get("nodeName") for p in lab.api.pods("web-")} == {"node3"}
+            and len([p for p in lab.api.pods("web-") if _ready(p)]) == 4
+        ),
+        timeout=20,
+        what="every pod on the labelled node",
+    )
+
+
+GPU_DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      nodeSelector: {gpu: "yes"}
+      containers: [{name: nginx, image: nginx}]
+"""
+
+
+def test_unschedulable_pod_waits_for_a_node(lab: Lab) -> None:
+    lab.kubectl("apply", "-f", "-", stdin=GPU_DEPLOYMENT)
+    wait_for(lambda: lab.api.pods("web-"), what="a web pod")
+    time.sleep(0.5)
+    assert not lab.api.pods("web-")[0]["spec"].get("nodeName")
+    lab.kubectl("label", "node", "node2", "gpu=yes")
+    (placed,) = lab.settle("web-", 1, what="the pod placed once a node fits")
+    assert placed["spec"]["nodeName"] == "node2"
+
+
+DAEMONSET = """\
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      nodeSelector: {kubernetes.io/os: linux}
+      containers: [{name: agent, image: "agent:%s"}]
+"""
+
+
+def test_daemonset_one_pod_per_node_even_cordoned_and_rolls(lab: Lab) -> None:
+    lab.kubectl("cordon", "node3")
+    lab.kubectl("apply", "-f", "-", stdin=DAEMONSET % "1")
+    pods = lab.settle("agent-", 3, what="one agent pod per node")
+    assert sorted(p["spec"]["nodeName"] for p in pods) == ["node1", "node2", "node3"]
+    for pod in pods:
+        assert re.match(rf"^agent-[{ALPHABET}]{{5}}$", pod["metadata"]["name"])
+        assert pod["metadata"]["ownerReferences"][0]["kind"] == "DaemonSet"
+    out = lab.kubectl("rollout", "status", "daemonset/agent", "--timeout=20s")
+    assert 'daemon set "agent" successfully rolled out' in out
+    status = lab.api.get("/apis/apps/v1/namespaces/default/daemonsets/agent")["status"]
+    assert status["desiredNumberScheduled"] == status["numberReady"] == 3
+
+    lab.kubectl("apply", "-f", "-", stdin=DAEMONSET % "2")
+    old = {p["metadata"]["name"] for p in pods}
+
+    def rolled() -> bool:
+        lab.api.kubelet_pass()
+        now = lab.api.pods("agent-")
+        images = {p["spec"]["containers"][0]["image"] for p in now}
+        return len(now) == 3 and images == {"agent:2"} and all(_ready(p) for p in now)
+
+    wait_for(rolled, timeout=20, what="every agent pod replaced")
+    assert not old & {p["metadata"]["name"] for p in lab.api.pods("agent-")}
+    assert "successfully rolled out" in lab.kubectl(
+        "rollout", "status", "daemonset/agent", "--timeout=20s"
+    )
+    # a node leaving the selector loses its pod
+    lab.kubectl("label", "node", "node1", "kubernetes.io/os=windows", "--overwrite")
+    wait_for(
+        lambda: sorted(p["spec"]["nodeName"] for p in lab.api.pods("agent-")) == ["node2", "node3"],
+        what="node1's agent pod removed",
+    )
+    lab.kubectl("delete", "daemonset", "agent")
+    wait_for(lambda: not lab.api.pods("agent-"), what="the agent pods collected")
+
+
+def test_delete_deployment_removes_pods_and_lost_pods_come_back(lab: Lab) -> None:
+    lab.kubectl("create", "deployment", "web", "--image=nginx", "--replicas=2")
+    pods = lab.settle("web-", 2, what="2 ready web pods")
+    lab.kubectl("delete", "pod", pods[0]["metadata"]["name"])
+    again = lab.settle("web-", 2, what="the lost pod replaced")
+    assert pods[0]["metadata"]["name"] not in {p["metadata"]["name"] for p in again}
+    lab.kubectl("delete", "deployment", "web")
+    wait_for(lambda: not lab.api.pods("web-"), what="the web pods collected")
+
+
+def test_recreate_strategy_deletes_old_pods_first(lab: Lab) -> None:
+    lab.kubectl("create", "deployment", "web", "--image=nginx", "--replicas=2")
+    lab.kubectl(
+        "patch",
+        "deployment",
+        "web",
+        "--type=json",
+        "-p",
+        '[{"op":"replace","path":"/spec/strategy","value":{"type":"Recreate"}}]',
+    )
+    before = _hashes(lab.settle("web-", 2, what="2 ready web pods"))
+    lab.kubectl("set", "image", "deployment/web", "nginx=nginx:2")
+    mixed = False
+
+    def rolled() -> bool:
+        nonlocal mixed
+        pods = lab.api.pods("web-")
+        mixed = mixed or len(_hashes(pods)) > 1
+        lab.api.kubelet_pass()
+        return len(pods) == 2 and all(_ready(p) for p in pods) and not _hashes(pods) & before
+
+    wait_for(rolled, timeout=20, what="the recreate rollout")
+    assert not mixed  # never old and new pods at once
+
+
+def test_scale_refusals_leave_the_deployment(lab: Lab) -> None:
+    lab.kubectl("create", "deployment", "web", "--image=nginx", "--replicas=2")
+    path = "/apis/apps/v1/namespaces/default/deployments/web"
+    generation = lab.api.get(path)["metadata"]["generation"]
+    answer = lab.api.call("PATCH", f"{path}/scale", {"spec": {"replicas": -1}}, expect=422)
+    assert "spec.replicas" in answer["message"]
+    answer = lab.api.call("PATCH", f"{path}/scale", {"spec": {"replicas": "many"}}, expect=422)
+    assert lab.api.get(path)["spec"]["replicas"] == 2
+    assert lab.api.get(path)["metadata"]["generation"] == generation
+    stale = lab.api.get(f"{path}/scale")
+    lab.kubectl("scale", "deployment", "web", "--replicas=3")
+    stale["spec"]["replicas"] = 7
+    lab.api.call("PUT", f"{path}/scale", stale, expect=409)
+    assert lab.api.get(path)["spec"]["replicas"] == 3
+    lab.api.call("GET", "/apis/apps/v1/namespaces/default/daemonsets/x/scale", expect=404)
+    scale = lab.api.get(f"{path}/scale")
+    assert scale["kind"] == "Scale" and scale["status"]["selector"] == "app=web"
+
+
+ODD_DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: odd}
+spec:
+  replicas: 2
+  strategy: {type: Sideways}
+  selector: {matchLabels: {app: odd}}
+  template:
+    metadata: {labels: {app: odd}}
+    spec:
+      containers: [{name: nginx, image: nginx}]
+"""
+
+
+def test_bad_spec_is_skipped_and_others_still_work(
+    lab: Lab, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="ironlb.lab.workloads")
+    lab.kubectl("apply", "-f", "-", stdin=ODD_DEPLOYMENT)
+    lab.kubectl("create", "deployment", "web", "--image=nginx", "--replicas=2")
+    lab.settle("web-", 2, what="2 ready web pods despite the odd deployment")
+    wait_for(
+        lambda: any('Unsupported value: "Sideways"' in r.getMessage() for r in caplog.records),
+        what="a warning naming the bad strategy",
+    )
+    time.sleep(0.3)
+    assert not lab.api.pods("odd-")
+    warnings = [r for r in caplog.records if "Sideways" in r.getMessage()]
+    assert len(warnings) == 1  # once per generation, not once per pass
+    assert "\n" not in warnings[0].getMessage()
+    lab.kubectl(
+        "patch",
+        "deployment",
+        "odd",
+        "--type=merge",
+        "-p",
+        '{"spec":{"strategy":{"type":"Recreate"}}}',
+    )
+    lab.settle("odd-", 2, what="odd's pods once its strategy is valid")
