@@ -540,3 +540,47 @@ def test_bad_spec_is_skipped_and_others_still_work(
         '{"spec":{"strategy":{"type":"Recreate"}}}',
     )
     lab.settle("odd-", 2, what="odd's pods once its strategy is valid")
+
+
+def test_kubectl_get_columns_for_workloads(lab: Lab) -> None:
+    lab.kubectl("create", "deployment", "web", "--image=nginx", "--replicas=2")
+    lab.kubectl("apply", "-f", "-", stdin=DAEMONSET % "1")
+    lab.settle("web-", 2, what="2 ready web pods")
+    lab.settle("agent-", 3, what="3 ready agent pods")
+    lab.kubectl("expose", "deployment", "web", "--port=80", "--target-port=8080")
+    lab.kubectl("cordon", "node2")
+
+    def rows(*args: str) -> list[list[str]]:
+        return [line.split() for line in lab.kubectl("get", *args).splitlines()]
+
+    wait_for(
+        lambda: [r[:4] for r in rows("deployments")[1:]] == [["web", "2/2", "2", "2"]],
+        what="the deployment row",
+    )
+    assert rows("deployments")[0] == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    wide = rows("deployments", "-o", "wide")
+    assert wide[0][-3:] == ["CONTAINERS", "IMAGES", "SELECTOR"] and wide[1][-3:] == [
+        "nginx",
+        "nginx",
+        "app=web",
+    ]
+    ds = rows("daemonsets")
+    assert ds[0] == [
+        "NAME",
+        "DESIRED",
+        "CURRENT",
+        "READY",
+        "UP-TO-DATE",
+        "AVAILABLE",
+        "NODE",
+        "SELECTOR",
+        "AGE",
+    ]
+    assert ds[1][:7] == ["agent", "3", "3", "3", "3", "3", "kubernetes.io/os=linux"]
+    slices = wait_for(
+        lambda: [r for r in rows("endpointslices")[1:] if r[0].startswith("web-") and "," in r[3]],
+        what="the web slice row",
+    )
+    assert slices[0][1:3] == ["IPv4", "8080"]
+    nodes = {r[0]: r[1] for r in rows("nodes")[1:]}
+    assert nodes == {"node1": "Ready", "node2": "Ready,SchedulingDisabled", "node3": "Ready"}
