@@ -584,3 +584,38 @@ def test_kubectl_get_columns_for_workloads(lab: Lab) -> None:
     assert slices[0][1:3] == ["IPv4", "8080"]
     nodes = {r[0]: r[1] for r in rows("nodes")[1:]}
     assert nodes == {"node1": "Ready", "node2": "Ready,SchedulingDisabled", "node3": "Ready"}
+
+
+def test_a_malformed_pod_breaks_only_its_own_service(
+    lab: Lab, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="ironlb.lab.workloads")
+    weird = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "weird", "labels": {"app": "weird"}},
+        "spec": {"nodeSelector": "not-a-map", "containers": "not-a-list"},
+    }
+    lab.api.call("POST", PODS, weird)
+    lab.kubectl("create", "service", "clusterip", "weird", "--tcp=80:http")
+    lab.api.call(
+        "PATCH",
+        "/api/v1/namespaces/default/services/weird",
+        {"spec": {"selector": {"app": "weird"}}},
+    )
+    lab.api.call(
+        "PATCH",
+        f"{PODS}/weird/status",
+        {"status": {"phase": "Running", "podIPs": [{"ip": "198.19.1.99"}]}},
+    )
+    lab.kubectl("create", "deployment", "web", "--image=nginx", "--replicas=2")
+    lab.settle("web-", 2, what="2 ready web pods next to the weird one")
+    lab.kubectl("expose", "deployment", "web", "--port=80", "--target-port=8080")
+    wait_for(lambda: len(_endpoints(lab.api, "web")) == 2, what="web's endpoints")
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("scheduling pod default/weird: unexpected failure") for m in messages)
+    assert any(
+        m.startswith("endpointslices of default/weird: unexpected failure") for m in messages
+    )
+    assert not lab.api.get(f"{PODS}/weird")["spec"].get("nodeName")
+    assert sum(1 for m in messages if m.startswith("scheduling pod default/weird")) == 1

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +159,7 @@ class Controllers:
         self.caches = {kind: Informer(api, path, self.wake) for kind, path in RESOURCES.items()}
         self.expect = Expectations()
         self._warned: set[tuple[str, int, str]] = set()
+        self._failed: set[tuple[str, str]] = set()
         self.passes = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -203,16 +204,39 @@ class Controllers:
             if podstate.is_terminating(deploy):
                 continue
             ns = key_of(deploy)[0]
-            await self._carry_out("deployments", deploy, deployments.reconcile, by_ns.get(ns, []))
+            await self._guarded(
+                f"deployment {ns}/{key_of(deploy)[1]}",
+                self._carry_out("deployments", deploy, deployments.reconcile, by_ns.get(ns, [])),
+            )
         for ds in self._objects("daemonsets"):
             if podstate.is_terminating(ds):
                 continue
             ns = key_of(ds)[0]
-            await self._carry_out(
-                "daemonsets", ds, lambda d, p: daemonsets.reconcile(d, nodes, p), by_ns.get(ns, [])
+            await self._guarded(
+                f"daemonset {ns}/{key_of(ds)[1]}",
+                self._carry_out(
+                    "daemonsets",
+                    ds,
+                    lambda d, p: daemonsets.reconcile(d, nodes, p),
+                    by_ns.get(ns, []),
+                ),
             )
         await self._schedule(nodes, pods)
         await self._endpoint_slices(pods)
+
+    async def _guarded(self, what: str, step: Coroutine[Any, Any, None]) -> None:
+        """Run one controller's part of a pass; a bug (an object shape nobody foresaw)
+        is logged with its traceback (once per distinct failure) and the other
+        controllers still run."""
+        try:
+            await step
+        except Exception as exc:
+            mark = (what, repr(exc))
+            if mark in self._failed:
+                log.debug("%s: still failing: %r", what, exc)
+            else:
+                self._failed.add(mark)
+                log.exception("%s: unexpected failure (retried on the next pass)", what)
 
     async def _carry_out(self, kind: str, owner: Obj, decide: Any, pods: list[Obj]) -> None:
         ns, name = key_of(owner)
@@ -242,31 +266,39 @@ class Controllers:
         for pod in sorted(pods, key=lambda p: str(podstate.meta(p).get("creationTimestamp") or "")):
             if (pod.get("spec") or {}).get("nodeName") or not podstate.is_active(pod):
                 continue
-            node = scheduling.pick_node(pod, nodes, bound)
-            if node is None:
-                continue
             ns, name = key_of(pod)
-            ok = await self._write(
-                "pods", "patch", _ns_path("pods", ns, name), {"spec": {"nodeName": node}}
-            )
-            if ok:
-                bound.append({"metadata": podstate.meta(pod), "spec": {"nodeName": node}})
+            await self._guarded(f"scheduling pod {ns}/{name}", self._bind(pod, nodes, bound))
+
+    async def _bind(self, pod: Obj, nodes: list[Obj], bound: list[Obj]) -> None:
+        node = scheduling.pick_node(pod, nodes, bound)
+        if node is None:
+            return
+        ns, name = key_of(pod)
+        patch = {"spec": {"nodeName": node}}
+        if await self._write("pods", "patch", _ns_path("pods", ns, name), patch):
+            bound.append({"metadata": podstate.meta(pod), "spec": {"nodeName": node}})
 
     async def _endpoint_slices(self, pods: list[Obj]) -> None:
         slices = self._objects("endpointslices")
         for service in self._objects("services"):
             if podstate.is_terminating(service):
                 continue
-            ns = key_of(service)[0]
-            change = endpointslices.diff(service, pods, slices)
-            for body in change.create:
-                await self._write("endpointslices", "create", _ns_path("endpointslices", ns), body)
-            for name, patch in change.update:
-                await self._write(
-                    "endpointslices", "patch", _ns_path("endpointslices", ns, name), patch
-                )
-            for name in change.delete:
-                await self._write("endpointslices", "delete", _ns_path("endpointslices", ns, name))
+            ns, name = key_of(service)
+            await self._guarded(
+                f"endpointslices of {ns}/{name}", self._service_slices(service, pods, slices)
+            )
+
+    async def _service_slices(self, service: Obj, pods: list[Obj], slices: list[Obj]) -> None:
+        ns = key_of(service)[0]
+        change = endpointslices.diff(service, pods, slices)
+        for body in change.create:
+            await self._write("endpointslices", "create", _ns_path("endpointslices", ns), body)
+        for name, patch in change.update:
+            await self._write(
+                "endpointslices", "patch", _ns_path("endpointslices", ns, name), patch
+            )
+        for name in change.delete:
+            await self._write("endpointslices", "delete", _ns_path("endpointslices", ns, name))
 
     async def _write(
         self, kind: str, verb: str, path: str, body: Mapping[str, Any] | None = None
