@@ -47,7 +47,8 @@ class ClientConfig:
         except OSError as exc:
             raise ApiError(0, f"cannot read the kubeconfig {path}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
-            raise ApiError(0, f"the kubeconfig {path} is not YAML: {exc}") from None
+            problem = " ".join(str(exc).split())  # PyYAML's messages span lines
+            raise ApiError(0, f"the kubeconfig {path} is not YAML: {problem}") from None
         if not isinstance(data, Mapping):
             raise ApiError(0, f"the kubeconfig {path} is not a mapping")
         current = data.get("current-context")
