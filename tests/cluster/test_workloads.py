@@ -619,3 +619,33 @@ def test_a_malformed_pod_breaks_only_its_own_service(
     )
     assert not lab.api.get(f"{PODS}/weird")["spec"].get("nodeName")
     assert sum(1 for m in messages if m.startswith("scheduling pod default/weird")) == 1
+
+
+def test_a_refused_pod_is_reported_once_and_retried_quietly(
+    lab: Lab, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="ironlb.lab.workloads")
+    bad = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "bad"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "bad"}},
+            "template": {
+                "metadata": {"labels": {"app": "bad", "count": 5}},
+                "spec": {"containers": [{"name": "c", "image": "x"}]},
+            },
+        },
+    }
+    lab.api.call("POST", "/apis/apps/v1/namespaces/default/deployments", bad)
+    lab.kubectl("create", "deployment", "web", "--image=nginx", "--replicas=3")
+    lab.settle("web-", 3, what="3 ready web pods next to the refused ones")
+    refusals = [
+        r.getMessage()
+        for r in caplog.records
+        if "POST /api/v1/namespaces/default/pods" in r.getMessage()
+    ]
+    assert len(refusals) == 1, refusals
+    assert "HTTP 4" in refusals[0] and "\n" not in refusals[0]
+    assert not lab.api.pods("bad-")

@@ -52,6 +52,7 @@ DEBOUNCE = 0.01  # seconds between a wake-up and the pass: batches an event burs
 RESYNC = 5.0  # seconds: a pass at least this often, retrying failed writes
 EXPECTATION_TTL = 5.0  # seconds a write may take to show up in the caches
 RELIST_DELAY = 0.5  # seconds before relisting after a failed list or watch
+RETRY = 0.1  # seconds before another pass after a write found the caches stale (404/409)
 
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped
 
@@ -160,6 +161,7 @@ class Controllers:
         self.expect = Expectations()
         self._warned: set[tuple[str, int, str]] = set()
         self._failed: set[tuple[str, str]] = set()
+        self._refused: set[str] = set()
         self.passes = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -324,10 +326,14 @@ class Controllers:
                 elif gone:
                     self.expect.deleted(kind, gone)
         except ApiError as exc:
-            level = logging.DEBUG if exc.status in (404, 409) else logging.WARNING
-            log.log(level, "%s", exc)
-            if exc.status in (404, 409):
-                self.wake.set()  # a stale view: look again soon
+            stale = exc.status in (404, 409)  # our view was behind: look again soon
+            if stale or str(exc) in self._refused:
+                log.debug("%s", exc)
+            else:
+                self._refused.add(str(exc))  # each distinct refusal logged once
+                log.warning("%s", exc)
+            if stale:
+                asyncio.get_running_loop().call_later(RETRY, self.wake.set)
             return False
         return True
 
