@@ -649,3 +649,16 @@ def test_a_refused_pod_is_reported_once_and_retried_quietly(
     assert len(refusals) == 1, refusals
     assert "HTTP 4" in refusals[0] and "\n" not in refusals[0]
     assert not lab.api.pods("bad-")
+
+
+def test_drain_moves_deployment_pods_and_keeps_daemonset_pods(lab: Lab) -> None:
+    lab.kubectl("create", "deployment", "web", "--image=nginx", "--replicas=3")
+    lab.kubectl("apply", "-f", "-", stdin=DAEMONSET % "1")
+    lab.settle("web-", 3, what="3 ready web pods")
+    lab.settle("agent-", 3, what="3 ready agent pods")
+    out = lab.kubectl("drain", "node1", "--ignore-daemonsets", "--timeout=20s")
+    assert "node/node1 drained" in out
+    pods = lab.settle("web-", 3, what="the drained pod replaced elsewhere")
+    assert "node1" not in {p["spec"]["nodeName"] for p in pods}
+    agents = lab.api.pods("agent-")
+    assert sorted(p["spec"]["nodeName"] for p in agents) == ["node1", "node2", "node3"]
