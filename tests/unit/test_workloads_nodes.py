@@ -1,16 +1,19 @@
-"""Lab Node objects, finding a running net lab's nodes, and kubeconfig reading of the
-lab controllers."""
+"""Lab Node objects, finding a running net lab's nodes, kubeconfig reading and the
+write expectations of the lab controllers."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ironlb.lab.netlab.plan import LabError
-from ironlb.lab.workloads.api import ApiError, ClientConfig
+from ironlb.lab.workloads.api import ApiError, ClientConfig, WorkloadApi
 from ironlb.lab.workloads.nodes import netns_node_indexes, node_object
-from ironlb.lab.workloads.runner import resolve_config
+from ironlb.lab.workloads.runner import EXPECTATION_TTL, Expectations, Informer, resolve_config
 
 
 def test_node_object_follows_the_net_lab_plan() -> None:
@@ -83,3 +86,45 @@ def test_client_config_refusals(tmp_path: Path, text: str, message: str) -> None
     with pytest.raises(ApiError, match=message) as caught:
         ClientConfig.from_kubeconfig(path)
     assert caught.value.status == 0 and "\n" not in str(caught.value).strip()
+
+
+def _informers() -> dict[str, Informer]:
+    api = WorkloadApi(ClientConfig("http://127.0.0.1:1"))
+    wake = asyncio.Event()
+    return {"pods": Informer(api, "/api/v1/pods", wake)}
+
+
+def _obj(name: str, rv: int, uid: str = "u1") -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "default", "name": name, "resourceVersion": str(rv), "uid": uid}
+    }
+
+
+def test_expectations_wait_for_the_written_version_or_a_later_event() -> None:
+    caches, expect = _informers(), Expectations()
+    pods = caches["pods"]
+    expect.written("pods", _obj("a", 7))
+    assert not expect.satisfied(caches)
+    pods.objects[("default", "a")] = _obj("a", 6)  # an older version
+    pods.seen_rv = 6
+    assert not expect.satisfied(caches)
+    pods.objects[("default", "a")] = _obj("a", 7)
+    assert expect.satisfied(caches)
+    # created then deleted by someone else before the pass: the later event counts
+    expect.written("pods", _obj("b", 9))
+    pods.seen_rv = 10
+    assert expect.satisfied(caches)
+
+
+def test_expectations_for_deletes_and_their_expiry(monkeypatch: pytest.MonkeyPatch) -> None:
+    caches, expect = _informers(), Expectations()
+    pods = caches["pods"]
+    pods.objects[("default", "a")] = _obj("a", 3)
+    expect.deleted("pods", _obj("a", 3))
+    assert not expect.satisfied(caches)
+    pods.objects[("default", "a")] = _obj("a", 5, uid="u2")  # a new pod of the same name
+    assert expect.satisfied(caches)
+    expect.written("pods", _obj("c", 50))
+    later = time.monotonic() + EXPECTATION_TTL + 1
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    assert expect.satisfied(caches)  # given up on after the TTL

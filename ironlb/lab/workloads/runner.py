@@ -11,9 +11,9 @@ controller (the pure decisions live in ``deployments``, ``daemonsets``,
 pass costs far less than a watch round trip, so there are no work queues.
 
 A pass only runs once the caches have seen the controllers' own earlier
-writes (:class:`Expectations`: created names present, deleted ones gone,
-patched objects at or past the written resourceVersion; 5 s at most, like the
-real controllers' expectations), so a stale cache never makes a pod twice or
+writes (:class:`Expectations`: the watch reached each created or patched
+object's resourceVersion, deleted ones are gone; 5 s at most, like the real
+controllers' expectations), so a stale cache never makes a pod twice or
 binds one twice. Failed writes are logged and retried on the next pass (at
 least every :data:`RESYNC` seconds).
 
@@ -62,45 +62,63 @@ def key_of(obj: Mapping[str, Any]) -> Key:
     return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
 
 
-def _rv(obj: Mapping[str, Any]) -> int:
+def _int(text: Any) -> int:
     try:
-        return int(podstate.meta(obj).get("resourceVersion") or 0)
-    except ValueError:
+        return int(text or 0)
+    except (TypeError, ValueError):
         return 0
 
 
+def _rv(obj: Mapping[str, Any]) -> int:
+    return _int(podstate.meta(obj).get("resourceVersion"))
+
+
 class Informer:
-    """A cache of one kind, kept by list + watch; sets ``wake`` on every change."""
+    """A cache of one kind, kept by list + watch; sets ``wake`` on every change.
+
+    ``seen_rv`` is the highest resourceVersion the cache has caught up with
+    (the list's, then every event's and bookmark's): the lab API's
+    resourceVersions are one global counter, so a write answered with
+    resourceVersion N is reflected (or superseded) once ``seen_rv >= N``.
+    """
 
     def __init__(self, api: WorkloadApi, path: str, wake: asyncio.Event) -> None:
         self.api = api
         self.path = path
         self.wake = wake
         self.objects: dict[Key, Obj] = {}
+        self.seen_rv = 0
         self.synced = asyncio.Event()
 
     async def run(self) -> None:
-        """List and watch until cancelled."""
+        """List and watch until cancelled; failures are logged and relisted."""
         while True:
             try:
-                items, rv = await self.api.list(self.path)
-                self.objects = {key_of(o): o for o in items}
-                self.synced.set()
-                self.wake.set()
-                async for event in self.api.watch(self.path, rv):
-                    kind, obj = event.get("type"), event.get("object") or {}
-                    if kind in ("ADDED", "MODIFIED"):
-                        self.objects[key_of(obj)] = obj
-                    elif kind == "DELETED":
-                        self.objects.pop(key_of(obj), None)
-                    else:
-                        continue
-                    self.wake.set()
+                await self._list_and_watch()
                 log.debug("watch of %s ended; relisting", self.path)
             except ApiError as exc:
                 if exc.status != 410:
                     log.warning("list/watch %s failed: %s", self.path, exc)
                     await asyncio.sleep(RELIST_DELAY)
+            except Exception:  # a malformed answer: start over rather than go deaf
+                log.exception("list/watch %s: unexpected failure; relisting", self.path)
+                await asyncio.sleep(RELIST_DELAY)
+
+    async def _list_and_watch(self) -> None:
+        items, rv = await self.api.list(self.path)
+        self.objects = {key_of(o): o for o in items}
+        self.seen_rv = max(self.seen_rv, _int(rv))
+        self.synced.set()
+        self.wake.set()
+        async for event in self.api.watch(self.path, rv):
+            kind, obj = event.get("type"), event.get("object") or {}
+            if kind in ("ADDED", "MODIFIED"):
+                self.objects[key_of(obj)] = obj
+            elif kind == "DELETED":
+                self.objects.pop(key_of(obj), None)
+            self.seen_rv = max(self.seen_rv, _rv(obj))
+            if kind != "BOOKMARK":
+                self.wake.set()
 
 
 class Expectations:
@@ -110,21 +128,12 @@ class Expectations:
         # (kind, key) -> (what, resourceVersion or uid, deadline)
         self._pending: dict[tuple[str, Key], tuple[str, Any, float]] = {}
 
-    def created(self, kind: str, obj: Mapping[str, Any]) -> None:
-        self._pending[(kind, key_of(obj))] = (
-            "present",
-            _rv(obj),
-            time.monotonic() + EXPECTATION_TTL,
-        )
-
-    def updated(self, kind: str, obj: Mapping[str, Any]) -> None:
-        self._pending[(kind, key_of(obj))] = (
-            "present",
-            _rv(obj),
-            time.monotonic() + EXPECTATION_TTL,
-        )
+    def written(self, kind: str, obj: Mapping[str, Any]) -> None:
+        """``obj`` (as the API answered a create or patch) must be in the cache."""
+        self._pending[(kind, key_of(obj))] = ("seen", _rv(obj), time.monotonic() + EXPECTATION_TTL)
 
     def deleted(self, kind: str, obj: Mapping[str, Any]) -> None:
+        """``obj`` (the deleted object) must be gone from the cache."""
         uid = podstate.meta(obj).get("uid")
         self._pending[(kind, key_of(obj))] = ("gone", uid, time.monotonic() + EXPECTATION_TTL)
 
@@ -133,8 +142,10 @@ class Expectations:
         now = time.monotonic()
         for (kind, key), (what, value, deadline) in list(self._pending.items()):
             cached = caches[kind].objects.get(key)
-            if what == "present":
-                done = cached is not None and _rv(cached) >= value
+            if what == "seen":  # this version or a later event (even its deletion) arrived
+                done = caches[kind].seen_rv >= value or (
+                    cached is not None and _rv(cached) >= value
+                )
             else:
                 done = cached is None or podstate.meta(cached).get("uid") != value
             if done or now > deadline:
@@ -310,11 +321,11 @@ class Controllers:
             if verb == "create":
                 assert body is not None
                 result = await self.api.create(path, body)
-                self.expect.created(kind, result)
+                self.expect.written(kind, result)
             elif verb == "patch":
                 assert body is not None
                 result = await self.api.patch(path, body)
-                self.expect.updated(kind, result)
+                self.expect.written(kind, result)
             else:
                 gone = await self.api.delete(path)
                 if (
@@ -322,7 +333,7 @@ class Controllers:
                     and podstate.meta(gone).get("deletionTimestamp")
                     and podstate.meta(gone).get("finalizers")
                 ):
-                    self.expect.updated(kind, gone)  # marked for deletion, still there
+                    self.expect.written(kind, gone)  # marked for deletion, still there
                 elif gone:
                     self.expect.deleted(kind, gone)
         except ApiError as exc:
