@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := iproute2 nftables ndisc6 iputils-ping procps psmisc tcpdump
 BENCH_APT_PACKAGES := haproxy nginx-light libnginx-mod-stream wrk iperf3
 
-.PHONY: venv sys-deps bench-deps lint types unit test bench demo lock clean
+.PHONY: venv sys-deps test-tools bench-deps lint types unit test bench demo lock clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,17 @@ sys-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
+# Tools the tests run but nothing else may: Debian's nginx unpacked under the venv
+# (installing the package would start a web server on the host).
+NGINX_BIN := $(VENV)/nginx/usr/sbin/nginx
+$(NGINX_BIN):
+	mkdir -p $(VENV)/nginx/deb
+	cd $(VENV)/nginx/deb && (apt-get download -q nginx 2>/dev/null || (apt-get update -qq && apt-get download -q nginx))
+	dpkg -x $(VENV)/nginx/deb/nginx_*.deb $(VENV)/nginx
+	$(NGINX_BIN) -v
+
+test-tools: venv $(NGINX_BIN)
+
 bench-deps:
 	@missing=""; for p in $(BENCH_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -46,7 +57,7 @@ types: venv
 unit: venv
 	$(VENV)/bin/pytest tests/unit
 
-test: venv sys-deps lint types
+test: venv sys-deps test-tools lint types
 	$(VENV)/bin/pytest
 
 bench: venv sys-deps bench-deps

@@ -10,9 +10,11 @@ forwarder applies, plus per-listener :class:`ListenerOptions` and health-check
 settings. A listener's ``mode`` (``proxy``, the default, or ``kernel``, also
 spelt ``nftables``; settable for all listeners under ``defaults``) picks the
 userspace proxy or the kernel fast path; ``source_ranges`` (CIDRs) limits who
-may connect. A backend that is its own listener, or leads back to it through
-other listeners of the file, is refused (:mod:`ironlb.dataplane.loops`): it
-would loop every connection until the connection limit. The optional
+may connect; ``proxy_protocol`` (``v1``, ``v2`` or ``none``; TCP listeners in
+proxy mode) sends HAProxy's PROXY header to the backends. A backend that is
+its own listener, or leads back to it through other listeners of the file, is
+refused (:mod:`ironlb.dataplane.loops`): it would loop every connection until
+the connection limit. The optional
 ``announce`` section is validated and exposed as :class:`AnnounceConfig` for
 the ARP/NDP announcer; the forwarder ignores it.
 """
@@ -33,12 +35,14 @@ from ironlb.common.protocols import PROTOCOLS, Protocol
 from ironlb.dataplane.loops import reached_listener
 from ironlb.dataplane.settings import AnnounceConfig, GarpConfig
 from ironlb.dataplane.state import (
+    PROXY_VERSIONS,
     Backend,
     DesiredState,
     ListenerKey,
     ListenerOptions,
     ListenerSpec,
     Mode,
+    ProxyVersion,
 )
 
 T = TypeVar("T")
@@ -216,6 +220,7 @@ class _Unprintable(str):
 
 
 _TOP = {"listeners": True, "defaults": False, "announce": False}
+_PROXY_VERSIONS: dict[str, ProxyVersion | None] = {**{v: v for v in PROXY_VERSIONS}, "none": None}
 _OPTION_FIELDS = {
     "mode": False,
     "connect_timeout": False,
@@ -227,6 +232,7 @@ _OPTION_FIELDS = {
     "source_ranges": False,
     "expect_reply": False,
     "reply_timeout": False,
+    "proxy_protocol": False,
     "health_check": False,
 }
 _LISTENER = {
@@ -394,6 +400,16 @@ def _options(
     if "reply_timeout" in fields:
         value = ctx.number(fields["reply_timeout"], f"{path}.reply_timeout", 0, strict=True)
         opts = replace(opts, udp_reply_timeout=value)
+    if "proxy_protocol" in fields:
+        pnode = fields["proxy_protocol"]
+        version = ctx.scalar(pnode)
+        if not isinstance(version, str) or version not in _PROXY_VERSIONS:
+            raise ctx.error(
+                pnode,
+                f"{path}.proxy_protocol",
+                f"must be v1, v2 or none, got {ctx.describe(pnode)}",
+            )
+        opts = replace(opts, proxy_protocol=_PROXY_VERSIONS[version])
     if "health_check" in fields:
         health = _health(ctx, fields["health_check"], f"{path}.health_check")
     return opts, health
@@ -491,6 +507,14 @@ def _listener(
             fields.get("health_check", node),
             f"{path}.health_check",
             f"a check of type: udp is for UDP listeners{inherited}; use type: tcp here",
+        )
+    if options.proxy_protocol is not None and (protocol != "tcp" or options.mode != "proxy"):
+        inherited = "" if "proxy_protocol" in fields else " (from defaults)"
+        raise ctx.error(
+            fields.get("proxy_protocol", node),
+            f"{path}.proxy_protocol",
+            f"a PROXY protocol header{inherited} is sent on TCP listeners in proxy mode only; "
+            f"this one is {protocol} in {options.mode} mode (set proxy_protocol: none here)",
         )
     backends: list[Backend] = []
     bnodes = ctx.sequence(fields["backends"], f"{path}.backends")

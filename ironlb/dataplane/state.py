@@ -48,6 +48,9 @@ V = TypeVar("V")
 
 #: Who forwards a listener: the uvloop workers (``proxy``) or nftables DNAT (``kernel``).
 Mode = Literal["proxy", "kernel"]
+#: PROXY protocol versions a listener can send to its backends (HAProxy's spec).
+ProxyVersion = Literal["v1", "v2"]
+PROXY_VERSIONS: tuple[ProxyVersion, ...] = ("v1", "v2")
 MODES: tuple[Mode, ...] = ("proxy", "kernel")
 
 
@@ -94,6 +97,9 @@ class ListenerOptions:
     detection, :mod:`ironlb.dataplane.forwarder.outlier`); right for
     request/response protocols such as DNS, wrong for one-way streams, which
     set ``udp_expect_reply`` False (then only ICMP errors count).
+    ``proxy_protocol``: TCP in proxy mode only; ``v1``/``v2`` sends a PROXY
+    protocol header (:mod:`ironlb.dataplane.forwarder.proxy_header`) first on
+    every backend connection, so the backend sees the client's address.
     """
 
     mode: Mode = "proxy"
@@ -107,6 +113,7 @@ class ListenerOptions:
     udp_reply_timeout: float = 2.0
     source_ranges: tuple[IPNetwork, ...] = ()
     masquerade: bool = True
+    proxy_protocol: ProxyVersion | None = None
 
     def allows(self, client: IPAddress) -> bool:
         """Whether ``client`` may use the listener (``source_ranges``)."""

@@ -7,7 +7,8 @@ generateName, namespace scoping, the status subresource kept apart,
 optimistic concurrency on resourceVersion, finalizers and deletionTimestamp,
 background garbage collection through ownerReferences (unless the delete
 asks to orphan), Service defaulting, custom objects pruned/defaulted/
-validated against their CRD version's structural schema, and CRDs that
+validated against their CRD version's structural schema, Secrets'
+``stringData`` folded into ``data`` (:mod:`~ironlb.lab.apiserver.secrets`), CRDs that
 register their types on create and take them (and their objects) away on
 delete, server-side apply and ``managedFields`` (the merge and ownership
 rules are :mod:`~ironlb.lab.apiserver.apply`'s), field validation of custom
@@ -37,6 +38,7 @@ from ironlb.lab.apiserver.patching import apply_patch
 from ironlb.lab.apiserver.registry import (
     CRDS,
     NAMESPACES,
+    SECRETS,
     SERVICES,
     Registry,
     RegistryError,
@@ -44,6 +46,7 @@ from ironlb.lab.apiserver.registry import (
     crd_status,
 )
 from ironlb.lab.apiserver.schema import Schema, apply_schema, version_schema
+from ironlb.lab.apiserver.secrets import SecretError, fold_string_data
 from ironlb.lab.apiserver.store import Obj, ObjectStore, StorageKey
 from ironlb.lab.apiserver.validation import check_body, check_name
 
@@ -160,6 +163,18 @@ class Cluster:
             obj["status"] = crd_status(obj, now_timestamp())
         elif rtype.group == APPS:
             apply_defaults(rtype.kind, obj)
+
+    @staticmethod
+    def _convert(rtype: ResourceType, obj: Obj) -> None:
+        """What kube-apiserver's conversion to the internal form does to a written object
+        (after managedFields are computed on the object as sent, as there): Secrets'
+        ``stringData`` folded into ``data``."""
+        if rtype.storage_key == SECRETS:
+            try:
+                fold_string_data(obj)
+            except SecretError as exc:
+                name = obj["metadata"].get("name", "")
+                raise errors.invalid(rtype.kind, rtype.group, name, exc.field, exc.problem) from exc
 
     def type_schema(self, rtype: ResourceType) -> Schema | None:
         """The ``openAPIV3Schema`` of a custom resource type's CRD version (None
@@ -316,6 +331,7 @@ class Cluster:
         obj = self._apply_schema(rtype, obj, options)
         self._apply_kind_rules(rtype, obj, None)
         self._owners(rtype, None, obj, None, options)
+        self._convert(rtype, obj)
         return self.store.put(rtype.storage_key, ns, name, obj)
 
     # --- what admission webhooks see (no side effects) -------------------------------
@@ -575,6 +591,7 @@ class Cluster:
         result = self._apply_schema(rtype, result, options)
         result["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
         self._owners(rtype, old, result, subresource, options)
+        self._convert(rtype, result)
         if _spec_part(rtype, result) != _spec_part(rtype, old):
             result["metadata"]["generation"] = int(old_meta.get("generation", 1)) + 1
         if result == {k: v for k, v in old.items() if k not in ("apiVersion", "kind")}:

@@ -18,6 +18,7 @@ from ironlb.lab.apiserver.scale import SCALABLE, SCALE_GROUP, SCALE_KIND, SCALE_
 # storage keys (group, plural) that the server treats specially
 NAMESPACES = ("", "namespaces")
 SERVICES = ("", "services")
+SECRETS = ("", "secrets")
 CRDS = ("apiextensions.k8s.io", "customresourcedefinitions")
 
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
