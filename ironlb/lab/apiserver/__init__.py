@@ -4,7 +4,9 @@ No kube-apiserver can run on the lab machines, so this package serves the
 parts of the Kubernetes REST API that kopf, the ``kubernetes`` client and
 ``kubectl`` need, over real HTTP: discovery, CRUD with resourceVersion and
 uid, merge/JSON patch, the status subresource, finalizers, list and watch
-with selectors, Leases, EndpointSlices, Events and CRDs.
+with selectors, Leases, EndpointSlices, Events and CRDs, the ``scale``
+subresource of Deployments (``scale``) and apps/v1 defaulting
+(``apps_defaults``).
 
 Modules: ``registry`` (types and discovery), ``store`` (objects, global
 resourceVersion, watch fan-out), ``cluster`` (object semantics),

@@ -32,6 +32,7 @@ from typing import Any
 from ironlb.common.kubetime import format_time, now_utc
 from ironlb.lab.apiserver import apply as ssa
 from ironlb.lab.apiserver import errors
+from ironlb.lab.apiserver.apps_defaults import APPS, apply_defaults
 from ironlb.lab.apiserver.defaults import DefaultingError, ServiceAllocator
 from ironlb.lab.apiserver.patching import apply_patch
 from ironlb.lab.apiserver.registry import (
@@ -164,6 +165,8 @@ class Cluster:
             except RegistryError as exc:
                 raise errors.invalid(rtype.kind, rtype.group, name, exc.field, exc.problem) from exc
             obj["status"] = crd_status(obj, now_timestamp())
+        elif rtype.group == APPS:
+            apply_defaults(rtype.kind, obj)
 
     @staticmethod
     def _convert(rtype: ResourceType, obj: Obj) -> None:
