@@ -128,7 +128,7 @@ def test_secret_data_is_decoded_and_bad_base64_refused() -> None:
 
 
 def test_volumes_become_files_and_bad_item_paths_are_refused() -> None:
-    pod = {
+    pod: dict[str, Any] = {
         "spec": {
             "volumes": [
                 {"name": "all", "secret": {"secretName": "s"}},
