@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
     "lab": {
         "apiserver": ("ironlb.lab.apiserver_cli", "serve a local Kubernetes API"),
         "net": ("ironlb.lab.net_cli", "build or remove a network-namespace LAN"),
+        "cluster": (
+            "ironlb.lab.cluster_cli",
+            "run or remove a whole lab cluster (API, LAN, kubelets)",
+        ),
     },
 }
 
