@@ -258,3 +258,79 @@ async def test_a_missing_secret_holds_the_pod_until_it_exists(
         {"metadata": {"name": "later"}, "stringData": {"k": "v"}},
     )
     await _ready(api, "needs-secret")
+
+
+async def test_readiness_follows_an_http_probe_of_a_hung_server(
+    cluster: LabCluster, api: ApiClient
+) -> None:
+    pod = _web_pod("probed", "node1")
+    pod["spec"]["containers"][0]["readinessProbe"] = {
+        "httpGet": {"path": "/", "port": 8080},
+        "timeoutSeconds": 1,
+        "failureThreshold": 1,
+    }
+    await api.create(PODS, pod)
+    ready = await _ready(api, "probed")
+    pid = _pid(ready)
+    # Stopped, the process lives and its socket still accepts: only the HTTP
+    # answer is missing, and only the probe can tell.
+    os.kill(pid, signal.SIGSTOP)
+    try:
+
+        async def not_ready() -> dict[str, Any] | None:
+            got = await api.get(f"{PODS}/probed")
+            return got if _condition(got, "Ready") == "False" else None
+
+        hung = await eventually(not_ready, timeout=10, interval=0.02, what="Ready False")
+        assert hung["status"]["containerStatuses"][0]["state"]["running"]
+        assert _pid(hung) == pid
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    back = await _ready(api, "probed")
+    assert back["status"]["containerStatuses"][0]["restartCount"] == 0
+
+
+async def test_deletion_waits_the_grace_period_then_kills(
+    cluster: LabCluster, api: ApiClient
+) -> None:
+    script = "trap '' TERM; echo up; exec sleep 600"
+    await api.create(
+        PODS,
+        {
+            "metadata": {"name": "stubborn"},
+            "spec": {
+                "nodeName": "node2",
+                "terminationGracePeriodSeconds": 1,
+                "containers": [
+                    {"name": "main", "image": "ironlb:dev", "command": ["sh", "-c", script]}
+                ],
+            },
+        },
+    )
+    pod = await _ready(api, "stubborn")
+    pid = _pid(pod)
+    netns = f"{cluster.prefix}-node2-pod1"
+    assert netns in list_netns(cluster.prefix)
+    asked = time.monotonic()
+    await api.delete(f"{PODS}/stubborn")
+    await eventually(lambda: netns not in list_netns(cluster.prefix), timeout=20, what="netns gone")
+    took = time.monotonic() - asked
+    assert 0.9 <= took < 5, took  # SIGTERM ignored: killed after the 1 s grace period
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+
+
+async def test_a_pod_held_by_a_finalizer_is_stopped_on_its_deletion_timestamp(
+    cluster: LabCluster, api: ApiClient
+) -> None:
+    pod = _web_pod("held", "node1")
+    pod["metadata"]["finalizers"] = ["example.com/hold"]
+    await api.create(PODS, pod)
+    await _ready(api, "held")
+    netns = f"{cluster.prefix}-node1-pod1"
+    assert netns in list_netns(cluster.prefix)
+    await api.delete(f"{PODS}/held")
+    assert (await api.get(f"{PODS}/held"))["metadata"]["deletionTimestamp"]
+    await eventually(lambda: netns not in list_netns(cluster.prefix), timeout=20, what="netns gone")
+    await api.patch(f"{PODS}/held", {"metadata": {"finalizers": None}})
+    items = await api.items(PODS)
+    assert [p["metadata"]["name"] for p in items] == []
