@@ -6,8 +6,9 @@ pod networks on its nodes (no static pods), an
 :class:`~ironlb.lab.api_bridge.ApiBridge` so that ``http://127.0.0.1:6443``
 inside every lab namespace is the API, one Node object per lab node, one
 :class:`~ironlb.lab.kubelet.agent.NodeAgent` per node, and, when the package
-exists, the lab workload controllers (``ironlb.lab.workloads.run(api_url)``,
-imported lazily so this module works without them).
+exists, the lab workload controllers (``ironlb.lab.workloads.run(api_url,
+stop=..., nodes=[1, 2, ...])``, imported lazily so this module works without
+them).
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ WORKLOADS_MODULE = "ironlb.lab.workloads"
 def node_object(node: LabHost) -> dict[str, Any]:
     """The Node object of a lab node: addresses, pod CIDRs, Ready.
 
-    Local stand-in, to be replaced by the workloads helper's Node registration
-    once that is merged.
+    Local stand-in, to be replaced by ``ironlb.lab.workloads.nodes`` once that
+    is merged (which ``run(..., nodes=...)`` also applies, to the same shape).
     """
     net = pod_network(int(node.name.removeprefix("node")))
     return {
@@ -110,6 +111,8 @@ class LabCluster:
         self.workloads: bool = False
         self._backoff = backoff_initial
         self._tasks: list[asyncio.Task[Any]] = []
+        self._stop_workloads = asyncio.Event()
+        self._workloads_task: asyncio.Task[Any] | None = None
 
     @property
     def url(self) -> str:
@@ -145,17 +148,29 @@ class LabCluster:
     def _start_workloads(self) -> None:
         try:
             module = importlib.import_module(WORKLOADS_MODULE)
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            if exc.name != WORKLOADS_MODULE:
+                raise
             log.info("no %s in this tree: Pods run only as created", WORKLOADS_MODULE)
             return
         run = getattr(module, "run", None)
         if run is None:
             return
-        self._tasks.append(asyncio.create_task(run(self.url), name="workloads"))
+        indexes = [int(n.name.removeprefix("node")) for n in self.lab.nodes]
+        self._workloads_task = asyncio.create_task(
+            run(self.url, stop=self._stop_workloads, nodes=indexes), name="workloads"
+        )
         self.workloads = True
 
     async def stop(self) -> None:
         """Stop controllers, kubelets (their Pods), bridges, the LAN and the API server."""
+        if self._workloads_task is not None:
+            self._stop_workloads.set()
+            try:
+                await asyncio.wait_for(self._workloads_task, 10)
+            except (Exception, asyncio.CancelledError) as exc:
+                log.warning("lab workload controllers did not stop cleanly: %r", exc)
+            self._workloads_task = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
