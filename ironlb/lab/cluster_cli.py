@@ -98,6 +98,18 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started (``/proc/PID/stat`` field 22, clock ticks since boot), None if gone.
+
+    With the pid it names one process for good: a reused pid has another start time.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
 def _foreground(args: argparse.Namespace, prefix: str, directory: Path) -> int:
     import asyncio
     import logging
@@ -118,6 +130,7 @@ def _foreground(args: argparse.Namespace, prefix: str, directory: Path) -> int:
         state = {
             "prefix": prefix,
             "pid": os.getpid(),
+            "start_ticks": start_ticks(os.getpid()),
             "nodes": args.nodes,
             "api_url": cluster.url,
             "kubeconfig": str(cluster.kubeconfig),
@@ -188,7 +201,7 @@ def down(prefix: str, directory: Path) -> dict[str, Any]:
     stopped = None
     if state is not None and isinstance(state.get("pid"), int) and state.get("prefix") == prefix:
         pid = int(state["pid"])
-        if _alive(pid):
+        if _alive(pid) and start_ticks(pid) == state.get("start_ticks"):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + STOP_GRACE

@@ -162,3 +162,16 @@ def test_cluster_refusals_are_one_line() -> None:
         2,
         "ironlb lab cluster: nodes must be 1..89, got 0",
     )
+
+
+def test_down_never_signals_a_pid_that_is_no_longer_the_cluster(
+    prefix: str, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    # A stale state file whose pid now belongs to another process (this test's).
+    forged = {"prefix": prefix, "pid": os.getpid(), "start_ticks": 1}
+    (state / "state.json").write_text(json.dumps(forged))
+    res = _cli("down", "--prefix", prefix, "--dir", str(state))
+    assert (res.returncode, res.stdout.strip()) == (0, "removed 0 namespace(s): -")
+    assert not state.exists()

@@ -46,7 +46,7 @@ from ironlb.common.kubetime import format_time, now_utc
 from ironlb.lab.api_bridge import ApiBridge
 from ironlb.lab.apiserver.kubeconfig import kubeconfig_dict
 from ironlb.lab.kubelet import spec as podspec
-from ironlb.lab.kubelet.ipam import PodIndexes
+from ironlb.lab.kubelet.ipam import IpamExhausted, PodIndexes
 from ironlb.lab.kubelet.lifecycle import (
     LAB_BACKOFF_CAP,
     LAB_BACKOFF_INITIAL,
@@ -59,7 +59,7 @@ from ironlb.lab.kubelet.lifecycle import (
     readiness_probe,
 )
 from ironlb.lab.kubelet.probes import NetnsSockets, check
-from ironlb.lab.netlab import Lab, LabHost
+from ironlb.lab.netlab import Lab, LabError, LabHost
 
 log = logging.getLogger("ironlb.lab.kubelet")
 
@@ -223,7 +223,7 @@ class PodWorker:
         self.netns = agent.node.netns
         self.pod_ips: list[str] = []
         self.runners: list[ContainerRunner] = []
-        self.config_error: str | None = None
+        self.waiting: tuple[str, str] | None = None  # (reason, message) before it runs
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -239,21 +239,33 @@ class PodWorker:
     def probe_address(self) -> str:
         return self.pod_ips[0]
 
+    def _wait(self, reason: str, message: str) -> None:
+        if self.waiting != (reason, message):
+            log.warning("pod %s: %s", self.key, message)
+        self.waiting = (reason, message)
+        self.changed()
+
     async def _run(self) -> None:
         try:
-            await self._set_up_network()
+            while True:
+                try:
+                    await self._set_up_network()
+                    break
+                except (IpamExhausted, LabError, OSError) as exc:
+                    self._wait("ContainerCreating", f"failed to set up the pod network: {exc}")
+                    await asyncio.sleep(CONFIG_RETRY)
+            self.waiting = None
             self.changed()
             while True:
                 try:
                     runners = await self._prepare()
                     break
                 except (podspec.ConfigError, ProbeError) as exc:
-                    if self.config_error != str(exc):
-                        log.warning("pod %s: %s", self.key, exc)
-                    self.config_error = str(exc)
-                    self.changed()
-                    await asyncio.sleep(CONFIG_RETRY)
-            self.config_error = None
+                    self._wait("CreateContainerConfigError", str(exc))
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    self._wait("CreateContainerConfigError", f"cannot read the API: {exc}")
+                await asyncio.sleep(CONFIG_RETRY)
+            self.waiting = None
             self.runners = runners
             await asyncio.gather(*(r.run() for r in runners))
             self.changed()
@@ -268,7 +280,11 @@ class PodWorker:
             self.pod_ips = [str(node.ipv4), str(node.ipv6)]
             return
         index = self.agent.ipam.allocate(self.uid)
-        self.lab_pod = await asyncio.to_thread(self.agent.lab.add_pod, node.name, index)
+        try:
+            self.lab_pod = await asyncio.to_thread(self.agent.lab.add_pod, node.name, index)
+        except BaseException:
+            self.agent.ipam.release(self.uid)
+            raise
         self.netns = self.lab_pod.netns
         self.pod_ips = [str(self.lab_pod.ipv4), str(self.lab_pod.ipv6)]
         if self.agent.bridge is not None:
@@ -353,7 +369,7 @@ class PodWorker:
         node = self.agent.node
         views = [r.view() for r in self.runners]
         if not self.runners:
-            reason = "CreateContainerConfigError" if self.config_error else "ContainerCreating"
+            reason, message = self.waiting or ("ContainerCreating", None)
             views = [
                 ContainerView(
                     str(c["name"]),
@@ -362,7 +378,7 @@ class PodWorker:
                     False,
                     0,
                     reason=reason,
-                    message=self.config_error,
+                    message=message,
                 )
                 for c in self.pod["spec"].get("containers") or []
             ]
