@@ -7,6 +7,8 @@ httpGet probe, and allocates an address to a LoadBalancer Service.
 
 from __future__ import annotations
 
+import base64
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -117,3 +119,54 @@ async def test_a_controller_pod_logs_in_turns_ready_and_allocates(
     assert await eventually(allocated, timeout=30, what="an ingress IP") == ["198.18.0.200"]
     leases = await api.items("/apis/coordination.k8s.io/v1/namespaces/default/leases")
     assert [lease["spec"].get("holderIdentity") for lease in leases] == ["controller-0"]
+
+
+async def test_a_host_network_speaker_pod_holds_its_node_lease_until_deleted(
+    cluster: LabCluster, api: ApiClient
+) -> None:
+    key = base64.b64encode(os.urandom(32)).decode()
+    await api.create(
+        f"{NS}/secrets", {"metadata": {"name": "ironlb-heartbeat"}, "data": {"key": key}}
+    )
+    env = [
+        {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    await api.create(
+        f"{NS}/pods",
+        {
+            "metadata": {"name": "speaker-node1"},
+            "spec": {
+                "nodeName": "node1",
+                "hostNetwork": True,
+                "terminationGracePeriodSeconds": 5,
+                "containers": [
+                    {
+                        "name": "speaker",
+                        "image": "ironlb:dev",
+                        "command": ["ironlb", "speaker", "--drain-seconds", "0"],
+                        "env": env,
+                    }
+                ],
+            },
+        },
+    )
+    lease_path = "/apis/coordination.k8s.io/v1/namespaces/default/leases/ironlb-speaker-node1"
+
+    async def holder() -> str | None:
+        async with api.http.get(lease_path) as rsp:
+            if rsp.status != 200:
+                return None
+            lease = await rsp.json()
+        return lease["spec"].get("holderIdentity") or None
+
+    assert await eventually(holder, timeout=60, what="the node Lease held")
+    pod = await api.get(f"{NS}/pods/speaker-node1")
+    assert pod["status"]["podIP"] == "198.18.0.11"
+    await api.delete(f"{NS}/pods/speaker-node1")
+
+    async def released() -> bool:
+        return await holder() is None
+
+    # SIGTERM reached the speaker, which hands over and releases its Lease.
+    await eventually(released, timeout=20, what="the node Lease released")
