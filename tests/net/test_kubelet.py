@@ -138,7 +138,9 @@ async def test_a_pod_runs_answers_restarts_and_goes(cluster: LabCluster, api: Ap
     print(f"\nkilled -> Ready False seen: {took * 1000:.0f} ms")
     assert took < 1.0
     again = await _ready(api, "web-a")
-    assert again["status"]["containerStatuses"][0]["restartCount"] == 1
+    restarted = again["status"]["containerStatuses"][0]
+    assert restarted["restartCount"] == 1
+    assert restarted["lastState"]["terminated"] == {"exitCode": 137, "reason": "Error"}
     assert _pid(again) != first
     assert again["status"]["podIP"] == status["podIP"]  # a restart keeps the address
     assert (await asyncio.to_thread(_tcp_answer, cluster, ips[0], 8080)).startswith("web-a ")

@@ -288,7 +288,9 @@ def test_pod_status_keeps_transition_times_while_values_stay() -> None:
     assert first["podIP"] == "198.19.2.11" and first["startTime"] == "T0"
     assert first["containerStatuses"][0]["containerID"] == "lab://42"
     assert first["containerStatuses"][0]["restartCount"] == 2
-    down = ContainerView("web", "nginx", "waiting", False, 2, reason="CrashLoopBackOff")
+    down = ContainerView(
+        "web", "nginx", "waiting", False, 2, reason="CrashLoopBackOff", last_exit_code=137
+    )
     second = pod_status(
         first, now="T2", start_time="T9", host_ips=[], pod_ips=[], containers=[down]
     )
@@ -297,3 +299,7 @@ def test_pod_status_keeps_transition_times_while_values_stay() -> None:
     assert times["PodScheduled"] == ("True", "T1")
     assert second["startTime"] == "T0"
     assert second["containerStatuses"][0]["state"] == {"waiting": {"reason": "CrashLoopBackOff"}}
+    assert second["containerStatuses"][0]["lastState"] == {
+        "terminated": {"exitCode": 137, "reason": "Error"}
+    }
+    assert first["containerStatuses"][0]["lastState"] == {}

@@ -66,6 +66,7 @@ log = logging.getLogger("ironlb.lab.kubelet")
 MERGE_PATCH = "application/merge-patch+json"
 DEFAULT_MAX_GRACE = 10.0  # seconds; a Pod's terminationGracePeriodSeconds is capped to this
 CONFIG_RETRY = 1.0  # seconds between attempts while a Secret/ConfigMap is missing
+STATUS_RETRY = 0.5  # seconds before a failed status write is tried again
 _PACKAGE_ROOT = Path(__file__).resolve().parents[3]
 _BASE_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
 
@@ -114,6 +115,7 @@ class ContainerRunner:
                 self.restarts,
                 pid=self.proc.pid,
                 started_at=self.started_at,
+                last_exit_code=self.last_exit,
             )
         if self.done and self.last_exit is not None:
             reason = "Completed" if self.last_exit == 0 else "Error"
@@ -127,7 +129,13 @@ class ContainerRunner:
                 reason=reason,
             )
         return ContainerView(
-            self.name, self.image, "waiting", False, self.restarts, reason=self.reason
+            self.name,
+            self.image,
+            "waiting",
+            False,
+            self.restarts,
+            reason=self.reason,
+            last_exit_code=self.last_exit,
         )
 
     async def run(self) -> None:
@@ -160,7 +168,8 @@ class ContainerRunner:
                 prober.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await prober
-            self.last_exit = code
+            # Killed by signal N: 128 + N, as container runtimes report it.
+            self.last_exit = 128 - code if code < 0 else code
             self.counter.reset()
             if self._stopping:
                 return
@@ -405,9 +414,12 @@ class PodWorker:
             if comparable == last:
                 continue
             written = await self.agent.patch_status(self.namespace, self.name, status)
-            if written is not None:
-                self.pod["status"] = written.get("status", status)
-                last = comparable
+            if written is None:  # try again shortly (a Pod that is gone stops this loop)
+                await asyncio.sleep(STATUS_RETRY)
+                self._dirty.set()
+                continue
+            self.pod["status"] = written.get("status", status)
+            last = comparable
 
     async def stop(self) -> None:
         """Stop the containers, remove the network and files; safe to call twice."""

@@ -164,7 +164,8 @@ class ContainerView:
     """One container as the status reports it.
 
     ``state`` is "running", "waiting" or "terminated"; ``reason``/``message``
-    go with waiting/terminated; ``exit_code`` with terminated.
+    go with waiting/terminated; ``exit_code`` with terminated;
+    ``last_exit_code`` is the previous run's (``lastState.terminated``).
     """
 
     name: str
@@ -177,6 +178,7 @@ class ContainerView:
     reason: str | None = None
     message: str | None = None
     exit_code: int | None = None
+    last_exit_code: int | None = None
 
 
 def _condition(kind: str, value: bool, now: str, before: Obj) -> dict[str, Any]:
@@ -211,6 +213,10 @@ def _container_status(view: ContainerView) -> dict[str, Any]:
                 **({"message": view.message} if view.message else {}),
             }
         }
+    last: dict[str, Any] = {}
+    if view.last_exit_code is not None and view.state != "terminated":
+        reason = "Completed" if view.last_exit_code == 0 else "Error"
+        last = {"terminated": {"exitCode": view.last_exit_code, "reason": reason}}
     return {
         "name": view.name,
         "image": view.image,
@@ -220,6 +226,7 @@ def _container_status(view: ContainerView) -> dict[str, Any]:
         "started": view.state == "running",
         "restartCount": view.restart_count,
         "state": state,
+        "lastState": last,
     }
 
 
