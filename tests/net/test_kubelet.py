@@ -336,3 +336,51 @@ async def test_a_pod_held_by_a_finalizer_is_stopped_on_its_deletion_timestamp(
     await api.patch(f"{PODS}/held", {"metadata": {"finalizers": None}})
     items = await api.items(PODS)
     assert [p["metadata"]["name"] for p in items] == []
+
+
+def _script_pod(name: str, script: str, policy: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "nodeName": "node1",
+            "restartPolicy": policy,
+            "containers": [
+                {"name": "main", "image": "ironlb:dev", "command": ["sh", "-c", script]}
+            ],
+        },
+    }
+
+
+async def test_a_crashing_container_backs_off_and_restart_policy_is_honoured(
+    cluster: LabCluster, api: ApiClient
+) -> None:
+    await api.create(PODS, _script_pod("crashy", "exit 3", "Always"))
+    await api.create(PODS, _script_pod("once", "exit 0", "OnFailure"))
+    await api.create(PODS, _script_pod("never", "exit 4", "Never"))
+    seen: list[tuple[int, str]] = []
+
+    async def looping() -> dict[str, Any] | None:
+        statuses = (await api.get(f"{PODS}/crashy")).get("status", {}).get("containerStatuses")
+        if not statuses:
+            return None
+        state = statuses[0]
+        waiting = state["state"].get("waiting") or {}
+        seen.append((state["restartCount"], waiting.get("reason", "")))
+        ok = state["restartCount"] >= 3 and waiting.get("reason") == "CrashLoopBackOff"
+        return state if ok else None
+
+    state = await eventually(looping, timeout=30, interval=0.02, what="CrashLoopBackOff")
+    assert state["lastState"]["terminated"] == {"exitCode": 3, "reason": "Error"}
+    counts = [count for count, _ in seen]
+    assert counts == sorted(counts)  # restartCount only grows
+
+    async def phase(name: str, want: str) -> dict[str, Any] | None:
+        pod = await api.get(f"{PODS}/{name}")
+        return pod if pod.get("status", {}).get("phase") == want else None
+
+    once = await eventually(lambda: phase("once", "Succeeded"), timeout=20, what="once Succeeded")
+    never = await eventually(lambda: phase("never", "Failed"), timeout=20, what="never Failed")
+    for pod, code in ((once, 0), (never, 4)):
+        status = pod["status"]["containerStatuses"][0]
+        assert status["restartCount"] == 0
+        assert status["state"]["terminated"]["exitCode"] == code
