@@ -35,6 +35,10 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
             "run the lab's Deployment/DaemonSet/scheduler/EndpointSlice controllers",
         ),
         "net": ("ironlb.lab.net_cli", "build or remove a network-namespace LAN"),
+        "cluster": (
+            "ironlb.lab.cluster_cli",
+            "run or remove a whole lab cluster (API, LAN, kubelets)",
+        ),
     },
 }
 
