@@ -342,8 +342,14 @@ print(json.dumps(out))
 
 
 @contextlib.asynccontextmanager
-async def cluster(tmp: Path, nodes: int = 3, pods_per_node: int = 2) -> AsyncIterator[Cluster]:
-    """Lab with pods + local API + bridge + controller + a speaker per node."""
+async def cluster(
+    tmp: Path, nodes: int = 3, pods_per_node: int = 2, *, processes: bool = True
+) -> AsyncIterator[Cluster]:
+    """Lab with pods + local API + bridge + controller + a speaker per node.
+
+    ``processes=False`` starts neither the controller nor the speakers: the
+    caller runs them some other way (the image tests run them in containers).
+    The API is then also bridged into the client's namespace."""
     lab = Lab(nodes=nodes, backends=0, pods_per_node=pods_per_node)
     await asyncio.to_thread(lab.up)
     api = ServerThread()
@@ -356,6 +362,8 @@ async def cluster(tmp: Path, nodes: int = 3, pods_per_node: int = 2) -> AsyncIte
         bridge = ApiBridge((host, int(port)))
         for node in lab.nodes:
             await bridge.add(node.netns)
+        if not processes:
+            await bridge.add(lab.client.netns)
         the = Cluster(lab, api, bridge, tmp)
         api.write_kubeconfig(the.kubeconfig_root)
         from ironlb.lab.apiserver.kubeconfig import write_kubeconfig
@@ -365,9 +373,10 @@ async def cluster(tmp: Path, nodes: int = 3, pods_per_node: int = 2) -> AsyncIte
         async with api_client(url) as client:
             the.client = client
             await the.install()
-            the.start_controller()
-            for node in lab.nodes:
-                the.start_speaker(node)
+            if processes:
+                the.start_controller()
+                for node in lab.nodes:
+                    the.start_speaker(node)
             yield the
     finally:
         if the is not None:
