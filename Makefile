@@ -71,6 +71,8 @@ lock:
 # a second `make image` reuses it), wheels built here (TLS to the package index
 # is not trusted inside a build), and the host network for the build's apt
 # (podman's default bridge network would turn on IPv4 forwarding here).
+# Labels that change without the files changing go in as --label: podman 4.3
+# (buildah 1.28) reuses a cached LABEL step even when its --build-arg changed.
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' ironlb/__init__.py)
 IMAGE ?= ironlb
 IMAGE_BASE ?= localhost/ironlb-base:bookworm
@@ -108,8 +110,9 @@ dist/wheels.stamp: requirements.lock pyproject.toml $(SOURCES)
 image: image-base dist/wheels.stamp
 	podman build $(PODMAN_OPTS) $(PODMAN_LIMITS) --network host --pull=never -q \
 	  --build-arg BASE=$(IMAGE_BASE) --build-arg VERSION=$(VERSION) \
-	  --build-arg SOURCE="$$(git remote get-url origin 2>/dev/null || echo unknown)" \
-	  --build-arg REVISION="$$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+	  --label org.opencontainers.image.version=$(VERSION) \
+	  --label org.opencontainers.image.source="$$(git remote get-url origin 2>/dev/null || echo unknown)" \
+	  --label org.opencontainers.image.revision="$$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
 	  -f Containerfile -t $(IMAGE):$(VERSION) -t $(IMAGE):dev . >/dev/null
 	@podman image inspect --format '{{.Id}}' $(IMAGE):dev
 

@@ -24,7 +24,8 @@ from tests.support import eventually
 
 from . import podman
 
-pytestmark = [pytest.mark.root, pytest.mark.timeout(900)]
+# slow: a cold `make image` (debootstrap, wheels, two apt runs) takes over a minute.
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(900)]
 
 KUBECONFIG = "/etc/ironlb/kubeconfig"
 WEB_PORT = 8080  # unprivileged: binding it needs no CAP_NET_BIND_SERVICE
