@@ -13,6 +13,7 @@ the listener is refused, with a log line that says so.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 from pathlib import Path
@@ -110,7 +111,19 @@ def _speaker_argv(node: str) -> list[str]:
     ]
 
 
+async def _ok(cl: Cluster, vip: str, count: int) -> bool:
+    answers = await asyncio.to_thread(cl.ask, vip, WEB_PORT, count)
+    return not any(a.startswith("ERR") for a in answers)
+
+
+async def _logged_everywhere(text: str, names: list[str]) -> bool:
+    logs = await asyncio.gather(*(asyncio.to_thread(podman.logs, n) for n in names))
+    return all(text in log for log in logs)
+
+
 async def _check(cl: Cluster, controller: str, speakers: dict[str, str]) -> None:
+    # Everything blocking runs in a thread: the API bridge the containers talk
+    # through is served by this event loop, which must not stall.
     # The controller's process, seen from the host, is not root.
     assert _uid_of(podman.host_pid(controller)) == 65532
     for name in speakers.values():
@@ -119,18 +132,18 @@ async def _check(cl: Cluster, controller: str, speakers: dict[str, str]) -> None
     owner = await eventually(lambda: cl.announcing_node("web"), timeout=60, what="web announced")
     assert owner in speakers
     await eventually(
-        lambda: not any(a.startswith("ERR") for a in cl.ask(vip, WEB_PORT, count=4)),
+        lambda: _ok(cl, vip, 4),
         timeout=60,
         what="the VIP answering through the containerised speaker",
     )
-    answers = collections.Counter(cl.ask(vip, WEB_PORT, count=8))
+    answers = collections.Counter(await asyncio.to_thread(cl.ask, vip, WEB_PORT, 8))
     assert set(answers) == {p.name for p in cl.lab.pods}, answers  # both pods, via one node
-    macs = cl.arp_macs(vip)
+    macs = await asyncio.to_thread(cl.arp_macs, vip)
     assert [cl.node_by_mac(m) for m in macs] == [owner], macs  # one answer, the owner's MAC
     # The VIP is on the owner's namespace (the container bound it there) and nowhere else.
     for node in cl.lab.nodes:
-        addrs = cl.lab.run(node, "ip", "-o", "addr", "show").stdout
-        assert (f" {vip}/" in addrs) == (node.name == owner), (node.name, addrs)
+        done = await asyncio.to_thread(cl.lab.run, node, "ip", "-o", "addr", "show")
+        assert (f" {vip}/" in done.stdout) == (node.name == owner), (node.name, done.stdout)
     # Port 80 needs CAP_NET_BIND_SERVICE, which this speaker lacks: refused, and said so.
     low = await cl.expose("low", cl.lab.pods, ports=[LOW])
     refusal = (
@@ -138,9 +151,11 @@ async def _check(cl: Cluster, controller: str, speakers: dict[str, str]) -> None
         " (ports below 1024 need CAP_NET_BIND_SERVICE)"
     )
     await eventually(
-        lambda: all(refusal in podman.logs(name) for name in speakers.values()),
+        lambda: _logged_everywhere(refusal, list(speakers.values())),
         timeout=60,
+        interval=0.5,
         what="the privileged-port refusal in both speakers' logs",
     )
-    assert cl.ask(low, 80)[0].startswith("ERR"), "port 80 answered without the capability"
-    assert not any(a.startswith("ERR") for a in cl.ask(vip, WEB_PORT, count=4))  # web unharmed
+    low_answers = await asyncio.to_thread(cl.ask, low, 80)
+    assert low_answers[0].startswith("ERR"), "port 80 answered without the capability"
+    assert await _ok(cl, vip, 4)  # the unprivileged port is unharmed
