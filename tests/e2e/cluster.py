@@ -373,8 +373,14 @@ print(json.dumps(out))
 
 
 @contextlib.asynccontextmanager
-async def cluster(tmp: Path, nodes: int = 3, pods_per_node: int = 2) -> AsyncIterator[Cluster]:
-    """Lab with pods + local API + bridge + controller + a speaker per node."""
+async def cluster(
+    tmp: Path, nodes: int = 3, pods_per_node: int = 2, *, processes: bool = True
+) -> AsyncIterator[Cluster]:
+    """Lab with pods + local API + bridge + controller + a speaker per node.
+
+    ``processes=False`` starts neither the controller nor the speakers: the
+    caller runs them some other way (the image tests run them in containers).
+    The API is then also bridged into the client's namespace."""
     lab = Lab(nodes=nodes, backends=0, pods_per_node=pods_per_node)
     await asyncio.to_thread(lab.up)
     api = ServerThread()
@@ -388,14 +394,17 @@ async def cluster(tmp: Path, nodes: int = 3, pods_per_node: int = 2) -> AsyncIte
         bridge = ApiBridge((host, int(port)))
         for node in lab.nodes:
             await bridge.add(node.netns)
+        if not processes:
+            await bridge.add(lab.client.netns)
         the = Cluster(lab, api, bridge, tmp)
         await asyncio.to_thread(lab.start_pod_servers, (POD_TCP,), (POD_UDP,))
         async with api_client(url) as client:
             the.client = client
             await the.install()
-            the.start_controller()
-            for node in lab.nodes:
-                the.start_speaker(node)
+            if processes:
+                the.start_controller()
+                for node in lab.nodes:
+                    the.start_speaker(node)
             yield the
     finally:
         if the is not None:
