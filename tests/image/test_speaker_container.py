@@ -158,4 +158,8 @@ async def _check(cl: Cluster, controller: str, speakers: dict[str, str]) -> None
     )
     low_answers = await asyncio.to_thread(cl.ask, low, 80)
     assert low_answers[0].startswith("ERR"), "port 80 answered without the capability"
+    # ... once per speaker while it lasts, not at every reconcile (it was ~10 lines/s).
+    await asyncio.sleep(2)
+    for name in speakers.values():
+        assert (await asyncio.to_thread(podman.logs, name)).count(refusal) == 1, name
     assert await _ok(cl, vip, 4)  # the unprivileged port is unharmed
