@@ -30,7 +30,15 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
     "forward": ("ironlb.dataplane.forward_cli", "run the standalone data plane"),
     "lab": {
         "apiserver": ("ironlb.lab.apiserver_cli", "serve a local Kubernetes API"),
+        "controllers": (
+            "ironlb.lab.workloads_cli",
+            "run the lab's Deployment/DaemonSet/scheduler/EndpointSlice controllers",
+        ),
         "net": ("ironlb.lab.net_cli", "build or remove a network-namespace LAN"),
+        "cluster": (
+            "ironlb.lab.cluster_cli",
+            "run or remove a whole lab cluster (API, LAN, kubelets)",
+        ),
     },
 }
 

@@ -13,10 +13,11 @@ userspace proxy or the kernel fast path; ``source_ranges`` (CIDRs) limits who
 may connect; ``session_affinity: {client_ip: {timeout: 10800}}`` pins each
 client address to one backend (both modes; the timeout follows Kubernetes'
 ``ClientIPConfig.timeoutSeconds``: default 10800, at most 86400 seconds;
-``session_affinity: none`` turns a default off). A backend that is
-its own listener, or leads back to it through other listeners of the file, is
-refused (:mod:`ironlb.dataplane.loops`): it
-would loop every connection until the connection limit. The optional
+``session_affinity: none`` turns a default off); ``proxy_protocol`` (``v1``,
+``v2`` or ``none``; TCP listeners in proxy mode) sends HAProxy's PROXY header
+to the backends. A backend that is its own listener, or leads back to it
+through other listeners of the file, is refused (:mod:`ironlb.dataplane.loops`):
+it would loop every connection until the connection limit. The optional
 ``announce`` section is validated and exposed as :class:`AnnounceConfig` for
 the ARP/NDP announcer; the forwarder ignores it.
 """
@@ -39,12 +40,14 @@ from ironlb.dataplane.settings import AnnounceConfig, GarpConfig
 from ironlb.dataplane.state import (
     AFFINITY_TIMEOUT_DEFAULT,
     AFFINITY_TIMEOUT_MAX,
+    PROXY_VERSIONS,
     Backend,
     DesiredState,
     ListenerKey,
     ListenerOptions,
     ListenerSpec,
     Mode,
+    ProxyVersion,
 )
 
 T = TypeVar("T")
@@ -222,6 +225,7 @@ class _Unprintable(str):
 
 
 _TOP = {"listeners": True, "defaults": False, "announce": False}
+_PROXY_VERSIONS: dict[str, ProxyVersion | None] = {**{v: v for v in PROXY_VERSIONS}, "none": None}
 _OPTION_FIELDS = {
     "mode": False,
     "connect_timeout": False,
@@ -234,6 +238,7 @@ _OPTION_FIELDS = {
     "expect_reply": False,
     "reply_timeout": False,
     "session_affinity": False,
+    "proxy_protocol": False,
     "health_check": False,
 }
 _LISTENER = {
@@ -404,6 +409,16 @@ def _options(
     if "session_affinity" in fields:
         timeout = _affinity(ctx, fields["session_affinity"], f"{path}.session_affinity")
         opts = replace(opts, affinity_timeout=timeout)
+    if "proxy_protocol" in fields:
+        pnode = fields["proxy_protocol"]
+        version = ctx.scalar(pnode)
+        if not isinstance(version, str) or version not in _PROXY_VERSIONS:
+            raise ctx.error(
+                pnode,
+                f"{path}.proxy_protocol",
+                f"must be v1, v2 or none, got {ctx.describe(pnode)}",
+            )
+        opts = replace(opts, proxy_protocol=_PROXY_VERSIONS[version])
     if "health_check" in fields:
         health = _health(ctx, fields["health_check"], f"{path}.health_check")
     return opts, health
@@ -523,6 +538,14 @@ def _listener(
             fields.get("health_check", node),
             f"{path}.health_check",
             f"a check of type: udp is for UDP listeners{inherited}; use type: tcp here",
+        )
+    if options.proxy_protocol is not None and (protocol != "tcp" or options.mode != "proxy"):
+        inherited = "" if "proxy_protocol" in fields else " (from defaults)"
+        raise ctx.error(
+            fields.get("proxy_protocol", node),
+            f"{path}.proxy_protocol",
+            f"a PROXY protocol header{inherited} is sent on TCP listeners in proxy mode only; "
+            f"this one is {protocol} in {options.mode} mode (set proxy_protocol: none here)",
         )
     backends: list[Backend] = []
     bnodes = ctx.sequence(fields["backends"], f"{path}.backends")

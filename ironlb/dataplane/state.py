@@ -50,6 +50,9 @@ V = TypeVar("V")
 
 #: Who forwards a listener: the uvloop workers (``proxy``) or nftables DNAT (``kernel``).
 Mode = Literal["proxy", "kernel"]
+#: PROXY protocol versions a listener can send to its backends (HAProxy's spec).
+ProxyVersion = Literal["v1", "v2"]
+PROXY_VERSIONS: tuple[ProxyVersion, ...] = ("v1", "v2")
 MODES: tuple[Mode, ...] = ("proxy", "kernel")
 
 
@@ -102,6 +105,9 @@ class ListenerOptions:
     ClientIP`` with ``sessionAffinityConfig.clientIP.timeoutSeconds``; proxy
     mode: :mod:`ironlb.dataplane.forwarder.affinity`, kernel mode: sets in
     :mod:`ironlb.dataplane.fastpath.render`, whole seconds).
+    ``proxy_protocol``: TCP in proxy mode only; ``v1``/``v2`` sends a PROXY
+    protocol header (:mod:`ironlb.dataplane.forwarder.proxy_header`) first on
+    every backend connection, so the backend sees the client's address.
     """
 
     mode: Mode = "proxy"
@@ -116,6 +122,7 @@ class ListenerOptions:
     source_ranges: tuple[IPNetwork, ...] = ()
     masquerade: bool = True
     affinity_timeout: float | None = None
+    proxy_protocol: ProxyVersion | None = None
 
     def allows(self, client: IPAddress) -> bool:
         """Whether ``client`` may use the listener (``source_ranges``)."""

@@ -137,6 +137,16 @@ def ensure_arp_sysctls(conf_dir: Path = SYSCTL_CONF_DIR) -> dict[str, int]:
 
 
 def _enter_netns(ns_fd: int) -> None:
+    """Move the calling thread into the network namespace ``ns_fd`` refers to.
+
+    A thread already there stays put without calling ``setns``: setns(2)
+    needs ``CAP_SYS_ADMIN`` even for the namespace one is in, and a speaker
+    in a container has only ``NET_ADMIN`` and ``NET_RAW``.
+    """
+    target = os.fstat(ns_fd)
+    current = os.stat("/proc/thread-self/ns/net")
+    if (target.st_dev, target.st_ino) == (current.st_dev, current.st_ino):
+        return
     pr_netns.setns(ns_fd)
 
 

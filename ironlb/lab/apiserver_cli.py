@@ -11,6 +11,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kubeconfig", metavar="FILE", help="write a kubeconfig for the server here once listening"
     )
+    parser.add_argument(
+        "--audit-log",
+        metavar="FILE",
+        help="append an audit.k8s.io/v1 Event per request to FILE (JSON lines: user, verb, "
+        "resource, code)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="log every request")
 
 
@@ -20,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     import signal
 
     from ironlb.lab.apiserver import LocalApiServer
+    from ironlb.lab.apiserver.audit import AuditLog
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -28,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     log = logging.getLogger("ironlb.lab.apiserver")
 
     async def serve() -> None:
-        server = LocalApiServer(args.host, args.port)
+        audit = AuditLog(args.audit_log, keep=False) if args.audit_log else None
+        server = LocalApiServer(args.host, args.port, audit=audit)
         await server.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -38,6 +38,12 @@ Rules, with their Kubernetes sources:
   ``ironlb.io/idle-timeout`` / ``ironlb.io/connect-timeout`` are read by
   :mod:`ironlb.speaker.service_options`; affinity is served in both modes,
   the timeouts by the proxy.
+* ``ironlb.io/proxy-protocol: v1|v2`` sends HAProxy's PROXY header to the
+  backends of the Service's TCP ports, which are then served in proxy mode
+  (the kernel path cannot add it: a Service that asks for kernel mode too gets
+  ``ProxyProtocolNeedsProxyMode``); its UDP ports get no header
+  (``ProxyProtocolTcpOnly``). Backends that expect the header refuse
+  connections without it, hence the mode switch rather than a silent drop.
 
 Pure: no kopf, no sockets, no asyncio.
 """
@@ -47,7 +53,7 @@ from __future__ import annotations
 import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
@@ -57,12 +63,14 @@ from ironlb.common.kubetime import parse_time
 from ironlb.common.protocols import Protocol, served_protocol
 from ironlb.dataplane.state import (
     MODES,
+    PROXY_VERSIONS,
     Backend,
     DesiredState,
     ListenerKey,
     ListenerOptions,
     ListenerSpec,
     Mode,
+    ProxyVersion,
 )
 from ironlb.operator.allocator import ServiceKey
 from ironlb.operator.pools import L2Scope, Pool
@@ -79,6 +87,7 @@ from ironlb.speaker.service_options import service_options
 __all__ = [
     "FAIL_CLOSED_RANGES",
     "FORWARDING_MODE",
+    "PROXY_PROTOCOL",
     "SERVICE_NAME_LABEL",
     "UDP_EXPECT_REPLY",
     "NodePlan",
@@ -90,6 +99,8 @@ __all__ = [
 FORWARDING_MODE = "ironlb.io/forwarding-mode"
 #: Annotation: ``"false"`` when a Service's UDP protocol does not answer every datagram.
 UDP_EXPECT_REPLY = "ironlb.io/udp-expect-reply"
+#: Annotation: ``v1`` or ``v2`` to send a PROXY protocol header to the TCP backends.
+PROXY_PROTOCOL = "ironlb.io/proxy-protocol"
 #: EndpointSlice label naming the Service it belongs to (discovery.k8s.io/v1).
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 #: Source ranges that admit no client: used when every given range was invalid.
@@ -253,6 +264,19 @@ def _expect_reply(annotations: Mapping[str, Any]) -> tuple[bool, str | None]:
     return True, f"annotation {UDP_EXPECT_REPLY}: {raw!r} is not 'true' or 'false'; using true"
 
 
+def _proxy_protocol(annotations: Mapping[str, Any]) -> tuple[ProxyVersion | None, str | None]:
+    raw = annotations.get(PROXY_PROTOCOL)
+    if raw is None or raw == "":
+        return None, None
+    for version in PROXY_VERSIONS:
+        if raw == version:
+            return version, None
+    return None, (
+        f"annotation {PROXY_PROTOCOL}: {raw!r} is not one of {list(PROXY_VERSIONS)}; "
+        "sending no PROXY header"
+    )
+
+
 def _source_ranges(spec: Mapping[str, Any]) -> tuple[tuple[IPNetwork, ...], list[str]]:
     """``spec.loadBalancerSourceRanges`` -> networks (host bits masked, sorted, unique).
 
@@ -378,6 +402,27 @@ def plan_node(
             affinity_timeout=extra.affinity_timeout,
         )
         ports = _ports(spec, key, problems)
+        tcp_options = options
+        proxy_version, proxy_error = _proxy_protocol(annotations)
+        if proxy_error:
+            problems.add(key, "InvalidProxyProtocol", proxy_error)
+        if proxy_version is not None:
+            if mode == "kernel":
+                problems.add(
+                    key,
+                    "ProxyProtocolNeedsProxyMode",
+                    f"annotation {PROXY_PROTOCOL}: the kernel path cannot send a PROXY header; "
+                    "TCP ports are served in proxy mode",
+                )
+            tcp_options = replace(
+                options, mode="proxy", masquerade=True, proxy_protocol=proxy_version
+            )
+            if any(p.protocol != "tcp" for p in ports):
+                problems.add(
+                    key,
+                    "ProxyProtocolTcpOnly",
+                    f"annotation {PROXY_PROTOCOL}: only TCP ports get a PROXY header",
+                )
         own_slices = index.get(key, [])
         pool = allocated_pool(service)
         for ip in dict.fromkeys(current_ingress_ips(service)):
@@ -413,7 +458,9 @@ def plan_node(
                 backends = _backends(
                     own_slices, ip.version, port.name, port.kube_protocol, node if local else None
                 )
-                listeners[lkey] = ListenerSpec(backends, options)
+                listeners[lkey] = ListenerSpec(
+                    backends, tcp_options if port.protocol == "tcp" else options
+                )
 
     owners: dict[IPAddress, str | None] = {}
     announce: dict[IPAddress, frozenset[str]] = {}

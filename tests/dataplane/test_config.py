@@ -644,6 +644,58 @@ AFFINITY_BAD = [
 ]
 
 
+TCP_BASE = """\
+listeners:
+  - address: 127.0.0.1
+    port: 8080
+    backends: ["127.0.0.1:9001"]
+"""
+
+
+def test_proxy_protocol_is_parsed_per_listener_and_from_defaults() -> None:
+    for version in ("v1", "v2"):
+        text = TCP_BASE.replace(
+            "    port: 8080\n", f"    port: 8080\n    proxy_protocol: {version}\n"
+        )
+        assert parse_config(text, "lb.yaml").listeners[0].options.proxy_protocol == version
+    inherited = "defaults: {proxy_protocol: v2}\n" + TCP_BASE
+    assert parse_config(inherited, "lb.yaml").listeners[0].options.proxy_protocol == "v2"
+    off = inherited.replace("    port: 8080\n", "    port: 8080\n    proxy_protocol: none\n")
+    assert parse_config(off, "lb.yaml").listeners[0].options.proxy_protocol is None
+    assert parse_config(TCP_BASE, "lb.yaml").listeners[0].options.proxy_protocol is None
+
+
+PROXY_BAD = [
+    (
+        TCP_BASE.replace("    port: 8080\n", "    port: 8080\n    proxy_protocol: v3\n"),
+        "listeners[0].proxy_protocol",
+        "must be v1, v2 or none, got 'v3'",
+    ),
+    (
+        TCP_BASE.replace("    port: 8080\n", "    port: 8080\n    proxy_protocol: true\n"),
+        "listeners[0].proxy_protocol",
+        "must be v1, v2 or none, got True",
+    ),
+    (
+        udp_edit("    proxy_protocol: v1\n"),
+        "listeners[0].proxy_protocol",
+        "on TCP listeners in proxy mode only; this one is udp in proxy mode",
+    ),
+    (
+        TCP_BASE.replace(
+            "    port: 8080\n", "    port: 8080\n    mode: kernel\n    proxy_protocol: v2\n"
+        ),
+        "listeners[0].proxy_protocol",
+        "this one is tcp in kernel mode (set proxy_protocol: none here)",
+    ),
+    (
+        "defaults: {proxy_protocol: v1}\n" + UDP_BASE,
+        "listeners[0].proxy_protocol",
+        "a PROXY protocol header (from defaults) is sent on TCP listeners",
+    ),
+]
+
+
 @pytest.mark.parametrize(("text", "path", "message"), AFFINITY_BAD)
 def test_bad_session_affinity_is_refused_in_one_line(text: str, path: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -652,3 +704,13 @@ def test_bad_session_affinity_is_refused_in_one_line(text: str, path: str, messa
     assert message in err.value.message, str(err.value)
     assert "\n" not in str(err.value)
     assert str(err.value).startswith("lb.yaml:")
+
+
+@pytest.mark.parametrize(("text", "path", "message"), PROXY_BAD)
+def test_a_proxy_protocol_that_cannot_be_sent_is_refused_in_one_line(
+    text: str, path: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "lb.yaml")
+    assert info.value.path == path
+    assert message in str(info.value) and "\n" not in str(info.value)

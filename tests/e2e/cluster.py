@@ -4,7 +4,10 @@ the controller and one real ``ironlb speaker`` process per node.
 What a real cluster's other components would do, the harness does itself, as
 the issue asks: it creates the Nodes (with their ``InternalIP``), the
 heartbeat Secret, and the EndpointSlices of each Service (the endpointslice
-controller's job), pointing at the lab's pods.
+controller's job), pointing at the lab's pods. The controller and the
+speakers run as the ServiceAccounts ``ironlb-controller`` and
+``ironlb-speaker`` (tokens from TokenRequest), and the API keeps an audit log
+of who asked for what (``Cluster.requests_of``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from typing import Any
 import yaml
 
 from ironlb.lab.api_bridge import ApiBridge
+from ironlb.lab.apiserver.audit import AuditLog, RequestInfo, event_request
+from ironlb.lab.apiserver.kubeconfig import write_kubeconfig
 from ironlb.lab.apiserver.server import ServerThread
 from ironlb.lab.netlab import Lab, LabHost
 from tests.arping import arping_args, reply_macs
@@ -34,6 +39,8 @@ from tests.support import ApiClient, api_client, eventually
 IRONLB = str(Path(sys.executable).with_name("ironlb"))
 CRD = Path(__file__).resolve().parents[2] / "charts/ironlb/crds/ipaddresspools.ironlb.io.yaml"
 NS = "ironlb-system"
+CONTROLLER_SA = "ironlb-controller"
+SPEAKER_SA = "ironlb-speaker"
 POOL_RANGE = "198.18.0.200-198.18.0.220"
 POOL6_RANGE = "fd00:198:18::200-fd00:198:18::220"
 POD_TCP = 8080
@@ -121,6 +128,30 @@ class Cluster:
                 },
             )
         await self.pool("lab", [POOL_RANGE, POOL6_RANGE])
+        # The controller and the speakers run as their ServiceAccounts (tokens from
+        # TokenRequest), so the audit log says which of them made each request.
+        for account, path, url in (
+            (CONTROLLER_SA, self.kubeconfig_root, self.api.url),
+            (SPEAKER_SA, self.kubeconfig_node, self.bridge.url),
+        ):
+            await self.call(
+                "POST",
+                f"/api/v1/namespaces/{NS}/serviceaccounts",
+                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account}},
+            )
+            answer = await self.call(
+                "POST",
+                f"/api/v1/namespaces/{NS}/serviceaccounts/{account}/token",
+                {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}},
+            )
+            write_kubeconfig(path, url, token=answer["status"]["token"])
+
+    def requests_of(self, account: str) -> list[RequestInfo]:
+        """Every request the ServiceAccount ``account`` (of the ironlb namespace) made."""
+        audit = self.api.server.audit
+        assert audit is not None
+        user = f"system:serviceaccount:{NS}:{account}"
+        return [event_request(e) for e in audit.events if e["user"]["username"] == user]
 
     async def pool(self, name: str, addresses: list[str], **spec: Any) -> None:
         await self.call(
@@ -342,11 +373,18 @@ print(json.dumps(out))
 
 
 @contextlib.asynccontextmanager
-async def cluster(tmp: Path, nodes: int = 3, pods_per_node: int = 2) -> AsyncIterator[Cluster]:
-    """Lab with pods + local API + bridge + controller + a speaker per node."""
+async def cluster(
+    tmp: Path, nodes: int = 3, pods_per_node: int = 2, *, processes: bool = True
+) -> AsyncIterator[Cluster]:
+    """Lab with pods + local API + bridge + controller + a speaker per node.
+
+    ``processes=False`` starts neither the controller nor the speakers: the
+    caller runs them some other way (the image tests run them in containers).
+    The API is then also bridged into the client's namespace."""
     lab = Lab(nodes=nodes, backends=0, pods_per_node=pods_per_node)
     await asyncio.to_thread(lab.up)
     api = ServerThread()
+    api.server.audit = AuditLog(tmp / "audit.log")
     bridge: ApiBridge | None = None
     the: Cluster | None = None
     try:
@@ -356,18 +394,17 @@ async def cluster(tmp: Path, nodes: int = 3, pods_per_node: int = 2) -> AsyncIte
         bridge = ApiBridge((host, int(port)))
         for node in lab.nodes:
             await bridge.add(node.netns)
+        if not processes:
+            await bridge.add(lab.client.netns)
         the = Cluster(lab, api, bridge, tmp)
-        api.write_kubeconfig(the.kubeconfig_root)
-        from ironlb.lab.apiserver.kubeconfig import write_kubeconfig
-
-        write_kubeconfig(the.kubeconfig_node, bridge.url)
         await asyncio.to_thread(lab.start_pod_servers, (POD_TCP,), (POD_UDP,))
         async with api_client(url) as client:
             the.client = client
             await the.install()
-            the.start_controller()
-            for node in lab.nodes:
-                the.start_speaker(node)
+            if processes:
+                the.start_controller()
+                for node in lab.nodes:
+                    the.start_speaker(node)
             yield the
     finally:
         if the is not None:

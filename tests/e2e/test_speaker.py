@@ -17,7 +17,7 @@ import pytest
 
 from tests.support import eventually
 
-from .cluster import POD_TCP, Cluster
+from .cluster import CONTROLLER_SA, POD_TCP, SPEAKER_SA, Cluster
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
 
@@ -51,6 +51,11 @@ async def test_one_node_answers_and_connections_spread_over_ready_pods(
     await cl.set_endpoints("web", pods, ready=lambda p: p is not sick)
     await eventually(lambda: sick.name not in cl.ask(vip, count=10), what="the not-ready pod out")
     assert sick.name not in cl.ask(vip, count=20)
+    # Each component ran as its ServiceAccount: the API saw who made which request.
+    speaker_calls = {(r.verb, r.resource) for r in cl.requests_of(SPEAKER_SA)}
+    assert {("watch", "services"), ("watch", "endpointslices")} <= speaker_calls
+    controller_calls = {(r.verb, r.resource, r.subresource) for r in cl.requests_of(CONTROLLER_SA)}
+    assert ("patch", "services", "status") in controller_calls
 
 
 async def test_sigkill_of_the_owner_fails_over_and_sigterm_loses_nothing(

@@ -1,7 +1,7 @@
 """Fixtures for the root-only network tests: a fresh namespace lab per test.
 
 ``lab``: 2 nodes + 1 backend, a unique prefix, removed after the test (also on
-failure). ``lab_factory(nodes=, backends=, pods_per_node=)``: build labs of
+failure). ``lab_factory(nodes=, backends=, pods_per_node=, pod_network=)``: build labs of
 other sizes, optionally with pods on the nodes; all are removed after the test
 (pod servers included). Tests using them skip when not root (``tests/conftest.py``).
 """
@@ -21,8 +21,12 @@ LabFactory = Callable[..., Lab]
 def lab_factory() -> Iterator[LabFactory]:
     made: list[Lab] = []
 
-    def make(nodes: int = 2, backends: int = 1, pods_per_node: int = 0) -> Lab:
-        new = Lab(nodes=nodes, backends=backends, pods_per_node=pods_per_node)
+    def make(
+        nodes: int = 2, backends: int = 1, pods_per_node: int = 0, pod_network: bool = False
+    ) -> Lab:
+        new = Lab(
+            nodes=nodes, backends=backends, pods_per_node=pods_per_node, pod_network=pod_network
+        )
         made.append(new)
         new.up()
         return new

@@ -62,7 +62,19 @@ HOSTILE = st.sampled_from(
     ]
 )
 VALID = st.sampled_from(
-    ["198.18.0.10", "'::1'", "8080", "tcp", "udp", "proxy", "kernel", "['198.18.0.20:80']", "1.5"]
+    [
+        "198.18.0.10",
+        "'::1'",
+        "8080",
+        "tcp",
+        "udp",
+        "proxy",
+        "kernel",
+        "['198.18.0.20:80']",
+        "1.5",
+        "v1",
+        "v2",
+    ]
 )
 SLOT = st.one_of(VALID, HOSTILE, JUNK.map(json.dumps))
 OPTIONS = st.sampled_from(
@@ -78,6 +90,7 @@ OPTIONS = st.sampled_from(
         "expect_reply",
         "reply_timeout",
         "session_affinity",
+        "proxy_protocol",
         "health_check",
         "name",
         "bogus",

@@ -541,3 +541,50 @@ def test_udp_expect_reply_annotation() -> None:
     assert bad.state.listeners[key].options.udp_expect_reply is True
     assert [p.reason for p in bad.problems[KEY]] == ["InvalidUdpExpectReply"]
     assert "'no' is not 'true' or 'false'" in bad.problems[KEY][0].message
+
+
+def test_proxy_protocol_annotation_sends_the_header_on_tcp_ports_in_proxy_mode() -> None:
+    ports = [
+        {"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080},
+        {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 5353},
+    ]
+    sl = [
+        endpoint_slice(
+            "web",
+            [endpoint("10.1.0.1", "n1")],
+            ports=[
+                {"name": "http", "port": 8080, "protocol": "TCP"},
+                {"name": "dns", "port": 5353, "protocol": "UDP"},
+            ],
+        )
+    ]
+    tcp, udp = ListenerKey(V4, "tcp", 80), ListenerKey(V4, "udp", 53)
+
+    def with_annotations(**annotations: str) -> NodePlan:
+        svc = service("web", [str(V4)], ports, annotations=annotations)
+        return plan(services=[svc], slices=sl)
+
+    unset = with_annotations()
+    assert unset.state.listeners[tcp].options.proxy_protocol is None
+    for version in ("v1", "v2"):
+        got = with_annotations(**{"ironlb.io/proxy-protocol": version})
+        assert got.state.listeners[tcp].options.proxy_protocol == version
+        assert got.state.listeners[udp].options.proxy_protocol is None
+        assert [p.reason for p in got.problems[KEY]] == ["ProxyProtocolTcpOnly"]
+    kernel = with_annotations(
+        **{"ironlb.io/proxy-protocol": "v2", "ironlb.io/forwarding-mode": "kernel"}
+    )
+    options = kernel.state.listeners[tcp].options
+    assert (options.mode, options.proxy_protocol) == ("proxy", "v2")
+    assert kernel.state.listeners[udp].options.mode == "kernel"
+    assert {p.reason for p in kernel.problems[KEY]} == {
+        "ProxyProtocolNeedsProxyMode",
+        "ProxyProtocolTcpOnly",
+    }
+    bad = with_annotations(**{"ironlb.io/proxy-protocol": "V2"})
+    assert bad.state.listeners[tcp].options.proxy_protocol is None
+    assert [p.reason for p in bad.problems[KEY]] == ["InvalidProxyProtocol"]
+    assert (
+        "'V2' is not one of ['v1', 'v2']; sending no PROXY header" in bad.problems[KEY][0].message
+    )
+    assert KEY not in with_annotations(**{"ironlb.io/proxy-protocol": ""}).problems

@@ -67,6 +67,20 @@ def listener_socket(
     return sock
 
 
+def bind_hint(err: int | None, port: int) -> str:
+    """A short hint to append to a bind error (``errno`` ``err``), or ``""``.
+
+    ``EACCES`` on a port below 1024 is the missing ``CAP_NET_BIND_SERVICE``
+    (Linux's privileged ports, ``net.ipv4.ip_unprivileged_port_start``): the
+    case of a speaker confined to ``NET_ADMIN`` and ``NET_RAW`` in a container.
+    """
+    if err == errno.EADDRINUSE:
+        return " (is another program using the port?)"
+    if err == errno.EACCES and port < 1024:
+        return " (ports below 1024 need CAP_NET_BIND_SERVICE)"
+    return ""
+
+
 def bind_socket(key: ListenerKey) -> socket.socket:
     """A bound (and for TCP not yet listening) non-blocking socket for ``key``."""
     sock = listener_socket(key)
@@ -143,7 +157,7 @@ class Forwarder:
         try:
             sock = bind_socket(key)
         except OSError as exc:
-            hint = " (is another program using the port?)" if exc.errno == errno.EADDRINUSE else ""
+            hint = bind_hint(exc.errno, key.port)
             self.bind_errors[key] = f"{exc.strerror or exc}{hint}"
             log.error("listener %s: cannot bind: %s%s", key, exc.strerror or exc, hint)
             return None

@@ -18,7 +18,9 @@ as a failure of that backend for passive outlier detection
 so a dead or blackholed backend stops costing clients. Per connection
 there is no task and no timer: the transport-creating coroutine is stepped
 directly (:func:`~.uvloop_steps.step_coroutine`, guarded by a uvloop version
-check), and connect/idle timeouts use per-listener sweeps.
+check), and connect/idle timeouts use per-listener sweeps. A listener with
+``proxy_protocol`` writes the PROXY header (:mod:`~.proxy_header`) ahead of
+the client's bytes on every attempt, so a retried connect carries it too.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from ironlb.dataplane.forwarder.balancer import RoundRobin
 from ironlb.dataplane.forwarder.fd_limits import EXHAUSTED, FdBudget
 from ironlb.dataplane.forwarder.logs import RateLimitedLog
 from ironlb.dataplane.forwarder.outlier import FAILURES, Outlier
+from ironlb.dataplane.forwarder.proxy_header import header as proxy_header
 from ironlb.dataplane.forwarder.stats import BackendStats, ListenerStats
 from ironlb.dataplane.forwarder.uvloop_steps import step_coroutine
 
@@ -221,6 +224,7 @@ class TcpListener:
         self.attempts = options.retries + 1
         self.source_filter = options.allows if options.source_ranges else None
         self.affinity = affinity_for(options)
+        self.proxy_protocol = options.proxy_protocol
         self._limit_log = RateLimitedLog(log)
         self._no_backend_log = RateLimitedLog(log)
         self._fd_log = RateLimitedLog(log, interval=1.0)
@@ -238,6 +242,7 @@ class TcpListener:
         self.attempts = options.retries + 1
         self.source_filter = options.allows if options.source_ranges else None
         self._set_affinity(options)
+        self.proxy_protocol = options.proxy_protocol
         if self.server is not None or self.conns:
             self._stop_sweeps()
             self._start_sweeps()
@@ -552,13 +557,22 @@ class ClientConnection(asyncio.Protocol):
         if self.closed:
             transport.abort()
             return
+        version = self.listener.proxy_protocol
+        if version is not None:  # the PROXY header goes first, on every attempt
+            client = self.transport
+            assert client is not None
+            transport.write(
+                proxy_header(
+                    version, client.get_extra_info("peername"), client.get_extra_info("sockname")
+                )
+            )
         buffer = self.buffer
         if buffer:
             for chunk in buffer:
                 transport.write(chunk)
         if self.eof:
             transport.write_eof()  # sent once the handshake completes
-        if buffer and _delivered(transport):
+        if (buffer or version is not None) and _delivered(transport):
             upstream.establish()
 
     def upstream_established(self, upstream: Upstream) -> None:

@@ -7,7 +7,8 @@ generateName, namespace scoping, the status subresource kept apart,
 optimistic concurrency on resourceVersion, finalizers and deletionTimestamp,
 background garbage collection through ownerReferences (unless the delete
 asks to orphan), Service defaulting, custom objects pruned/defaulted/
-validated against their CRD version's structural schema, and CRDs that
+validated against their CRD version's structural schema, Secrets'
+``stringData`` folded into ``data`` (:mod:`~ironlb.lab.apiserver.secrets`), CRDs that
 register their types on create and take them (and their objects) away on
 delete, server-side apply and ``managedFields`` (the merge and ownership
 rules are :mod:`~ironlb.lab.apiserver.apply`'s), field validation of custom
@@ -31,11 +32,13 @@ from typing import Any
 from ironlb.common.kubetime import format_time, now_utc
 from ironlb.lab.apiserver import apply as ssa
 from ironlb.lab.apiserver import errors
+from ironlb.lab.apiserver.apps_defaults import APPS, apply_defaults
 from ironlb.lab.apiserver.defaults import DefaultingError, ServiceAllocator
 from ironlb.lab.apiserver.patching import apply_patch
 from ironlb.lab.apiserver.registry import (
     CRDS,
     NAMESPACES,
+    SECRETS,
     SERVICES,
     Registry,
     RegistryError,
@@ -43,6 +46,7 @@ from ironlb.lab.apiserver.registry import (
     crd_status,
 )
 from ironlb.lab.apiserver.schema import Schema, apply_schema, version_schema
+from ironlb.lab.apiserver.secrets import SecretError, fold_string_data
 from ironlb.lab.apiserver.store import Obj, ObjectStore, StorageKey
 from ironlb.lab.apiserver.validation import check_body, check_name
 
@@ -105,6 +109,10 @@ def _spec_part(rtype: ResourceType, obj: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k not in skip}
 
 
+#: Field owners of one object (server-side apply).
+_Owners = list[ssa.Owner]
+
+
 class Cluster:
     """All API objects and their lifecycle; raises :class:`errors.ApiError`."""
 
@@ -157,6 +165,20 @@ class Cluster:
             except RegistryError as exc:
                 raise errors.invalid(rtype.kind, rtype.group, name, exc.field, exc.problem) from exc
             obj["status"] = crd_status(obj, now_timestamp())
+        elif rtype.group == APPS:
+            apply_defaults(rtype.kind, obj)
+
+    @staticmethod
+    def _convert(rtype: ResourceType, obj: Obj) -> None:
+        """What kube-apiserver's conversion to the internal form does to a written object
+        (after managedFields are computed on the object as sent, as there): Secrets'
+        ``stringData`` folded into ``data``."""
+        if rtype.storage_key == SECRETS:
+            try:
+                fold_string_data(obj)
+            except SecretError as exc:
+                name = obj["metadata"].get("name", "")
+                raise errors.invalid(rtype.kind, rtype.group, name, exc.field, exc.problem) from exc
 
     def type_schema(self, rtype: ResourceType) -> Schema | None:
         """The ``openAPIV3Schema`` of a custom resource type's CRD version (None
@@ -313,6 +335,7 @@ class Cluster:
         obj = self._apply_schema(rtype, obj, options)
         self._apply_kind_rules(rtype, obj, None)
         self._owners(rtype, None, obj, None, options)
+        self._convert(rtype, obj)
         return self.store.put(rtype.storage_key, ns, name, obj)
 
     # --- what admission webhooks see (no side effects) -------------------------------
@@ -441,8 +464,24 @@ class Cluster:
         object it merges into (None: the apply creates)."""
         applied = self._applied(rtype, name, body, subresource)
         live = self.store.get(rtype.storage_key, self._namespace_of(rtype, namespace), name)
+        merged, _owners = self._merge(rtype, live, applied, manager, force, subresource)
+        if rtype.namespaced and namespace:
+            merged.setdefault("metadata", {})["namespace"] = namespace
+        return live, render(rtype, merged)
+
+    def _merge(
+        self,
+        rtype: ResourceType,
+        live: Obj | None,
+        applied: Obj,
+        manager: str,
+        force: bool,
+        subresource: str | None,
+    ) -> tuple[Obj, _Owners]:
+        """:func:`~ironlb.lab.apiserver.apply.apply` of ``applied`` onto ``live`` with the
+        owners recorded in its managedFields and this type's list semantics."""
         owners = ssa.owners_from_json(((live or {}).get("metadata") or {}).get("managedFields"))
-        merged, _owners = ssa.apply(
+        return ssa.apply(
             live,
             applied,
             owners,
@@ -453,9 +492,6 @@ class Cluster:
             now=now_timestamp(),
             subresource=subresource or "",
         )
-        if rtype.namespaced and namespace:
-            merged.setdefault("metadata", {})["namespace"] = namespace
-        return live, render(rtype, merged)
 
     def apply(
         self,
@@ -483,19 +519,8 @@ class Cluster:
             if expect_rv is not None:
                 raise StaleError(name)
             raise errors.not_found(rtype.plural, rtype.group, name)
-        owners = ssa.owners_from_json(((live or {}).get("metadata") or {}).get("managedFields"))
         try:
-            merged, options.owners = ssa.apply(
-                live,
-                applied,
-                owners,
-                manager,
-                force=force,
-                list_types=self.list_types(rtype),
-                api_version=rtype.api_version,
-                now=now_timestamp(),
-                subresource=subresource or "",
-            )
+            merged, options.owners = self._merge(rtype, live, applied, manager, force, subresource)
         except ssa.ConflictError as exc:
             raise errors.ApiError(
                 409,
@@ -572,6 +597,7 @@ class Cluster:
         result = self._apply_schema(rtype, result, options)
         result["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
         self._owners(rtype, old, result, subresource, options)
+        self._convert(rtype, result)
         if _spec_part(rtype, result) != _spec_part(rtype, old):
             result["metadata"]["generation"] = int(old_meta.get("generation", 1)) + 1
         if result == {k: v for k, v in old.items() if k not in ("apiVersion", "kind")}:

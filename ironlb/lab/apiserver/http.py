@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from ironlb.lab.apiserver import errors
+from ironlb.lab.apiserver import errors, scale
 from ironlb.lab.apiserver.admission import CONFIGS, AdmissionCaller, Attributes, matching_webhooks
 from ironlb.lab.apiserver.cluster import (
     FIELD_VALIDATION,
@@ -37,6 +37,7 @@ from ironlb.lab.apiserver.cluster import (
 from ironlb.lab.apiserver.openapi import openapi_document, openapi_index
 from ironlb.lab.apiserver.patching import APPLY as APPLY_PATCH
 from ironlb.lab.apiserver.patching import SUPPORTED as PATCH_TYPES
+from ironlb.lab.apiserver.patching import apply_patch
 from ironlb.lab.apiserver.protobody import MEDIA_TYPE as PROTOBUF
 from ironlb.lab.apiserver.protobody import decode as decode_protobuf
 from ironlb.lab.apiserver.protobody import encode as encode_protobuf
@@ -197,7 +198,10 @@ class ApiHandler:
         subresource = rest[2] if len(rest) > 2 else None
         if rtype.namespaced and namespace is None and name is not None:
             raise errors.path_not_found(path)
-        if subresource is not None and not (subresource == "status" and rtype.has_status):
+        if subresource is not None and not (
+            (subresource == "status" and rtype.has_status)
+            or (subresource == "scale" and rtype.storage_key in scale.SCALABLE)
+        ):
             raise errors.path_not_found(path)
         return Target(rtype, namespace, name, subresource)
 
@@ -271,6 +275,8 @@ class ApiHandler:
         if "force" in request.query and not is_apply:
             raise errors.bad_request("force: Forbidden: may not be specified for non-apply patch")
         options = self._write_options(request, apply=is_apply)
+        if target.subresource == "scale":
+            return await self._scale(request, cluster, target, options)
         if name is None:
             if method == "GET":
                 accept = make_filter(
@@ -337,6 +343,38 @@ class ApiHandler:
             deleted = cluster.delete(rtype, ns, name, delete_options)
             return _object(request, self._answer(cluster, rtype, deleted))
         raise errors.method_not_allowed(method, path)
+
+    async def _scale(
+        self, request: web.Request, cluster: Cluster, target: Target, options: WriteOptions
+    ) -> web.StreamResponse:
+        """GET/PUT/PATCH of ``<object>/scale``: a write becomes a merge patch of the object's
+        ``spec.replicas`` (through the webhooks, as any update), answered as the new Scale."""
+        rtype, ns, name = target.rtype, target.namespace, target.name
+        assert name is not None
+        current = scale.scale_of(cluster.get(rtype, ns, name))
+        if request.method == "GET":
+            return _json(current)
+        if request.method == "PUT":
+            body = await self._body(request)
+        elif request.method == "PATCH":
+            media = request.headers.get("Content-Type", "")
+            if media.split(";", 1)[0].strip().lower() == APPLY_PATCH:
+                raise errors.unsupported_media_type(APPLY_PATCH)
+            patch_body = await self._body(request, content_type="application/json")
+            body = apply_patch(current, media, patch_body)
+        else:
+            raise errors.method_not_allowed(request.method, request.path)
+        wanted_rv = ((body.get("metadata") if isinstance(body, Mapping) else None) or {}).get(
+            "resourceVersion"
+        )
+        if wanted_rv and wanted_rv != current["metadata"].get("resourceVersion"):
+            raise errors.conflict(rtype.plural, rtype.group, name)
+        patch = {"spec": {"replicas": scale.replicas_of(body)}}
+        whole = Target(rtype, ns, name, None)
+        updated = await self._admitted(
+            cluster, whole, "UPDATE", patch, "application/merge-patch+json", options
+        )
+        return _json(scale.scale_of(updated))
 
     async def _admitted(
         self,

@@ -12,17 +12,21 @@ import yaml
 CONTEXT = "ironlb-lab"
 
 
-def kubeconfig_dict(url: str, namespace: str = "default") -> dict[str, Any]:
+def kubeconfig_dict(
+    url: str, namespace: str = "default", token: str = "ironlb-lab"
+) -> dict[str, Any]:
     """A one-context kubeconfig (context, cluster and user all named ``ironlb-lab``).
 
-    The user has a dummy bearer token: the lab server accepts any token or none.
+    The user's bearer token is ``token``: the lab server accepts any token or
+    none; the dummy default is its admin, a token from TokenRequest
+    (``kubectl create token``) a ServiceAccount (:mod:`~ironlb.lab.apiserver.identity`).
     """
     return {
         "apiVersion": "v1",
         "kind": "Config",
         "preferences": {},
         "clusters": [{"name": CONTEXT, "cluster": {"server": url}}],
-        "users": [{"name": CONTEXT, "user": {"token": "ironlb-lab"}}],
+        "users": [{"name": CONTEXT, "user": {"token": token}}],
         "contexts": [
             {
                 "name": CONTEXT,
@@ -33,14 +37,14 @@ def kubeconfig_dict(url: str, namespace: str = "default") -> dict[str, Any]:
     }
 
 
-def write_kubeconfig(path: str | os.PathLike[str], url: str) -> None:
+def write_kubeconfig(path: str | os.PathLike[str], url: str, token: str = "ironlb-lab") -> None:
     """Write atomically (temp file + rename), so a reader never sees half a file."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            yaml.safe_dump(kubeconfig_dict(url), handle, sort_keys=False)
+            yaml.safe_dump(kubeconfig_dict(url, token=token), handle, sort_keys=False)
         os.chmod(tmp, 0o600)
         os.replace(tmp, target)
     except BaseException:

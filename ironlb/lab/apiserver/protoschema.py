@@ -8,9 +8,12 @@ Where the definitions come from:
   1.14's), unchanged, in ``k8s_proto.binpb`` (made by
   ``scripts/extract_k8s_proto.py``; that package's own modules need
   protobuf < 4 and cannot be imported).
-- ``apps/v1`` ``Deployment``: not in ``k8s-proto``; the few messages are
+- ``apps/v1`` ``Deployment`` and ``authentication/v1`` ``TokenRequest``
+  (``kubectl create token``): not in ``k8s-proto``; the few messages are
   declared below with the field numbers of Kubernetes'
-  ``k8s.io/api/apps/v1/generated.proto`` (field numbers never change).
+  ``k8s.io/api/apps/v1/generated.proto`` and
+  ``k8s.io/api/authentication/v1/generated.proto`` (field numbers never
+  change).
 
 Kubernetes field numbers are stable, so these old definitions read bodies
 from kubectl 1.32 except for fields added since; what they cannot read shows
@@ -29,6 +32,7 @@ from google.protobuf.message import Message
 META = "k8s.io.apimachinery.pkg.apis.meta.v1"
 CORE = "k8s.io.api.core.v1"
 APPS = "k8s.io.api.apps.v1"
+AUTHN = "k8s.io.api.authentication.v1"
 INTSTR = "k8s.io.apimachinery.pkg.util.intstr.IntOrString"
 UNKNOWN = "k8s.io.apimachinery.pkg.runtime.Unknown"
 
@@ -112,10 +116,52 @@ _APPS_V1: tuple[tuple[str, tuple[tuple[str, int, str, bool], ...]], ...] = (
 )
 
 
-def _apps_file() -> descriptor_pb2.FileDescriptorProto:
+# authentication/v1 TokenRequest (what `kubectl create token` sends and reads).
+_AUTHENTICATION_V1: tuple[tuple[str, tuple[tuple[str, int, str, bool], ...]], ...] = (
+    (
+        "TokenRequest",
+        (
+            ("metadata", 1, f"{META}.ObjectMeta", False),
+            ("spec", 2, f"{AUTHN}.TokenRequestSpec", False),
+            ("status", 3, f"{AUTHN}.TokenRequestStatus", False),
+        ),
+    ),
+    (
+        "TokenRequestSpec",
+        (
+            ("audiences", 1, "string", True),
+            ("expirationSeconds", 4, "int64", False),
+            ("boundObjectRef", 3, f"{AUTHN}.BoundObjectReference", False),
+        ),
+    ),
+    (
+        "BoundObjectReference",
+        (
+            ("kind", 1, "string", False),
+            ("apiVersion", 2, "string", False),
+            ("name", 3, "string", False),
+            ("uid", 4, "string", False),
+        ),
+    ),
+    (
+        "TokenRequestStatus",
+        (
+            ("token", 1, "string", False),
+            ("expirationTimestamp", 2, f"{META}.Time", False),
+        ),
+    ),
+)
+
+
+def _declared_file(
+    name: str,
+    package: str,
+    messages: tuple[tuple[str, tuple[tuple[str, int, str, bool], ...]], ...],
+) -> descriptor_pb2.FileDescriptorProto:
+    """A proto2 file of hand-declared messages over k8s-proto's core and meta files."""
     proto = descriptor_pb2.FileDescriptorProto(
-        name="ironlb/lab/apps_v1_deployment.proto",
-        package=APPS,
+        name=name,
+        package=package,
         syntax="proto2",
         dependency=[
             "k8s.io/api/core/v1/generated.proto",
@@ -123,8 +169,8 @@ def _apps_file() -> descriptor_pb2.FileDescriptorProto:
             "k8s.io/apimachinery/pkg/util/intstr/generated.proto",
         ],
     )
-    for name, fields in _APPS_V1:
-        message = proto.message_type.add(name=name)
+    for message_name, fields in messages:
+        message = proto.message_type.add(name=message_name)
         for field, number, kind, repeated in fields:
             entry = message.field.add(
                 name=field,
@@ -142,18 +188,20 @@ def _apps_file() -> descriptor_pb2.FileDescriptorProto:
 
 @cache
 def pool() -> descriptor_pool.DescriptorPool:
-    """A private descriptor pool with k8s-proto's files and the apps/v1 subset."""
+    """A private descriptor pool with k8s-proto's files and the declared apps/v1 and
+    authentication/v1 subsets."""
     found = descriptor_pool.DescriptorPool()
     data = resources.files("ironlb.lab.apiserver").joinpath("k8s_proto.binpb").read_bytes()
     descriptor_set = descriptor_pb2.FileDescriptorSet.FromString(data)
     for proto in descriptor_set.file:  # stored dependencies first
         found.Add(proto)
-    found.Add(_apps_file())
+    found.Add(_declared_file("ironlb/lab/apps_v1_deployment.proto", APPS, _APPS_V1))
+    found.Add(_declared_file("ironlb/lab/authentication_v1_token.proto", AUTHN, _AUTHENTICATION_V1))
     return found
 
 
 # (apiVersion, kind) -> protobuf package of the kinds served as protobuf.
-_PACKAGES = {"v1": CORE, "apps/v1": APPS}
+_PACKAGES = {"v1": CORE, "apps/v1": APPS, "authentication.k8s.io/v1": AUTHN}
 
 
 def message_class(api_version: str, kind: str) -> type[Message] | None:

@@ -13,9 +13,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ironlb.lab.apiserver.scale import SCALABLE, SCALE_GROUP, SCALE_KIND, SCALE_VERSION
+
 # storage keys (group, plural) that the server treats specially
 NAMESPACES = ("", "namespaces")
 SERVICES = ("", "services")
+SECRETS = ("", "secrets")
 CRDS = ("apiextensions.k8s.io", "customresourcedefinitions")
 
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
@@ -347,6 +350,18 @@ class Registry:
                         "singularName": "",
                         "namespaced": rtype.namespaced,
                         "kind": rtype.kind,
+                        "verbs": list(STATUS_VERBS),
+                    }
+                )
+            if rtype.storage_key in SCALABLE:
+                resources.append(
+                    {
+                        "name": f"{rtype.plural}/scale",
+                        "singularName": "",
+                        "namespaced": rtype.namespaced,
+                        "group": SCALE_GROUP,
+                        "version": SCALE_VERSION,
+                        "kind": SCALE_KIND,
                         "verbs": list(STATUS_VERBS),
                     }
                 )

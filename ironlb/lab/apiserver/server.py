@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import threading
+from datetime import UTC, datetime
 from types import TracebackType
 
 from aiohttp import web
 
 from ironlb.lab.apiserver import errors
+from ironlb.lab.apiserver.audit import AuditLog, audit_event, request_info
 from ironlb.lab.apiserver.cluster import Cluster
 from ironlb.lab.apiserver.http import VERSION_INFO, ApiHandler
+from ironlb.lab.apiserver.identity import TokenRequestError, Tokens, token_request
 from ironlb.lab.apiserver.kubeconfig import write_kubeconfig
+from ironlb.lab.apiserver.protobody import MEDIA_TYPE as PROTOBUF
+from ironlb.lab.apiserver.protobody import decode as decode_protobuf
+from ironlb.lab.apiserver.protobody import encode as encode_protobuf
+from ironlb.lab.apiserver.protobody import prefers_protobuf
 from ironlb.lab.apiserver.store import ObjectStore
+
+#: The TokenRequest subresource of a ServiceAccount.
+_TOKEN_REQUEST = re.compile(
+    r"/api/v1/namespaces/(?P<ns>[^/]+)/serviceaccounts/(?P<name>[^/]+)/token"
+)
 
 
 class LocalApiServer:
@@ -27,6 +41,12 @@ class LocalApiServer:
     time, to play an older server). ``forbidden_paths`` (settable at any time)
     answers every request to exactly those paths with 403 Forbidden, as RBAC
     would for a user without the permission.
+
+    ``audit`` (optional) receives an ``audit.k8s.io/v1`` Event per request,
+    with the caller :attr:`tokens` resolves (:mod:`~ironlb.lab.apiserver.audit`).
+    ServiceAccount tokens are issued by the TokenRequest subresource,
+    ``POST /api/v1/namespaces/NS/serviceaccounts/NAME/token`` (404 when the
+    ServiceAccount does not exist), or directly by ``tokens.issue``.
     """
 
     def __init__(
@@ -36,8 +56,11 @@ class LocalApiServer:
         *,
         history_size: int = 10_000,
         bookmark_interval: float = 30.0,
+        audit: AuditLog | None = None,
     ) -> None:
         self.host = host
+        self.audit = audit
+        self.tokens = Tokens()
         self.port = port
         self.cluster = Cluster(ObjectStore(history_size))
         self._bookmark_interval = bookmark_interval
@@ -49,7 +72,38 @@ class LocalApiServer:
         self.forbidden_paths: set[str] = set()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self.audit is None:
+            return await self._serve(request)
+        received = datetime.now(UTC)
+        info = request_info(request.method, request.path, request.query)
+
+        def record(code: int, stage: str = "ResponseComplete") -> None:
+            assert self.audit is not None
+            event = audit_event(
+                info,
+                self.tokens.user(request.headers.get("Authorization")),
+                request_uri=request.path_qs,
+                code=code,
+                user_agent=request.headers.get("User-Agent", ""),
+                source_ip=request.remote or "",
+                received=received,
+                completed=datetime.now(UTC),
+            )
+            event["stage"] = stage
+            self.audit.record(event)
+
+        if info.verb == "watch":  # long-running: recorded when the stream starts, as kube does
+            record(200, "ResponseStarted")
+            return await self._serve(request)
+        response = await self._serve(request)
+        record(response.status)
+        return response
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
         assert self._handler is not None
+        token_for = _TOKEN_REQUEST.fullmatch(request.path)
+        if token_for is not None and request.method == "POST":
+            return await self._token_request(request, token_for["ns"], token_for["name"])
         if request.path in self.forbidden_paths:
             denied = errors.ApiError(
                 403, "Forbidden", f"{request.method} {request.path} is forbidden for this user"
@@ -63,6 +117,30 @@ class LocalApiServer:
             return await self._handler.handle(request)
         finally:
             self.slowed_requests += 1
+
+    async def _token_request(self, request: web.Request, ns: str, name: str) -> web.Response:
+        """TokenRequest: a token for an existing ServiceAccount (201), else a Status."""
+        accounts = self.cluster.registry.lookup("", "v1", "serviceaccounts")
+        assert accounts is not None
+        try:
+            self.cluster.get(accounts, ns, name)
+            raw = await request.read()
+            if request.content_type == PROTOBUF:
+                body: object = decode_protobuf(raw)
+            else:
+                try:
+                    body = json.loads(raw)
+                except ValueError as exc:
+                    raise errors.bad_request(f"TokenRequest body is not JSON: {exc}") from exc
+            answer = token_request(body, self.tokens.issue(ns, name), datetime.now(UTC), ns, name)
+        except TokenRequestError as exc:
+            return web.json_response(errors.bad_request(str(exc)).status, status=400)
+        except errors.ApiError as exc:
+            return web.json_response(exc.status, status=exc.code)
+        wire = encode_protobuf(answer) if prefers_protobuf(request.headers.get("Accept")) else None
+        if wire is not None:
+            return web.Response(body=wire, status=201, content_type=PROTOBUF)
+        return web.json_response(answer, status=201)
 
     async def start(self) -> None:
         """Bind and serve; port 0 picks a free port (read it back from ``url``)."""
@@ -83,7 +161,8 @@ class LocalApiServer:
         self.port = int(runner.addresses[0][1])
 
     async def stop(self) -> None:
-        """End every watch stream, close the listener and open connections."""
+        """End every watch stream, close the listener and open connections (and the
+        audit log's file)."""
         runner, self._runner = self._runner, None
         if runner is None:
             return
@@ -91,6 +170,8 @@ class LocalApiServer:
         await runner.cleanup()
         if self._handler is not None:
             await self._handler.admission.close()
+        if self.audit is not None:
+            self.audit.close()
 
     @property
     def url(self) -> str:

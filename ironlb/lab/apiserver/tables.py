@@ -3,7 +3,9 @@
 kubectl asks for ``Accept: application/json;as=Table;v=v1;g=meta.k8s.io`` and
 prints whatever columns the server sends. This module provides the columns
 kubectl users expect for the types the lab serves (Services with TYPE,
-CLUSTER-IP, EXTERNAL-IP, PORT(S); Namespaces; Nodes; Leases; Pods), a
+CLUSTER-IP, EXTERNAL-IP, PORT(S); Namespaces; Nodes; Leases; Pods;
+Deployments with READY, UP-TO-DATE, AVAILABLE; DaemonSets with DESIRED ...
+NODE SELECTOR; EndpointSlices with ADDRESSTYPE, PORTS, ENDPOINTS), a
 CRD's ``additionalPrinterColumns`` (simple JSONPath: ``.a.b``, ``.a[*].b``,
 ``.a[0]``), and NAME + AGE otherwise. Pure: no I/O.
 """
@@ -138,6 +140,47 @@ def _event_object(obj: Obj) -> str:
     return f"{str(ref.get('kind', '')).lower()}/{ref.get('name', '')}"
 
 
+def _num(obj: Obj, part: str, key: str) -> int:
+    value = (obj.get(part) or {}).get(key, 1 if (part, key) == ("spec", "replicas") else 0)
+    return int(value) if isinstance(value, int) else 0
+
+
+def _deployment_ready(obj: Obj) -> str:
+    return f"{_num(obj, 'status', 'readyReplicas')}/{_num(obj, 'spec', 'replicas')}"
+
+
+def _template_containers(obj: Obj, key: str) -> str:
+    template = (obj.get("spec") or {}).get("template") or {}
+    containers = (template.get("spec") or {}).get("containers") or []
+    return ",".join(str(c.get(key, "")) for c in containers)
+
+
+def _label_selector(obj: Obj) -> str:
+    selector = (obj.get("spec") or {}).get("selector") or {}
+    labels = selector.get("matchLabels") or {}
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "<none>"
+
+
+def _ds_node_selector(obj: Obj) -> str:
+    template = (obj.get("spec") or {}).get("template") or {}
+    selector = (template.get("spec") or {}).get("nodeSelector") or {}
+    return ",".join(f"{k}={v}" for k, v in sorted(selector.items())) or "<none>"
+
+
+def _slice_ports(obj: Obj) -> str:
+    ports = [str(p.get("port")) for p in obj.get("ports") or [] if p.get("port") is not None]
+    return ",".join(ports) or "<unset>"
+
+
+def _slice_endpoints(obj: Obj) -> str:
+    """kubectl's form: up to three addresses, then ``+ N more...``."""
+    addresses = [a for e in obj.get("endpoints") or [] for a in e.get("addresses") or []]
+    if not addresses:
+        return "<unset>"
+    text = ",".join(addresses[:3])
+    return text + (f" + {len(addresses) - 3} more..." if len(addresses) > 3 else "")
+
+
 NAME: Column = ("Name", "string", lambda o: (o.get("metadata") or {}).get("name"), 0)
 AGE: Column = ("Age", "string", _age, 0)
 
@@ -186,6 +229,33 @@ BUILTIN_COLUMNS: dict[tuple[str, str], list[Column]] = {
         ("Reason", "string", lambda o: o.get("reason", ""), 0),
         ("Object", "string", _event_object, 0),
         ("Message", "string", lambda o: o.get("note") or "", 0),
+    ],
+    ("apps", "deployments"): [
+        NAME,
+        ("Ready", "string", _deployment_ready, 0),
+        ("Up-to-date", "integer", lambda o: _num(o, "status", "updatedReplicas"), 0),
+        ("Available", "integer", lambda o: _num(o, "status", "availableReplicas"), 0),
+        AGE,
+        ("Containers", "string", lambda o: _template_containers(o, "name"), 1),
+        ("Images", "string", lambda o: _template_containers(o, "image"), 1),
+        ("Selector", "string", _label_selector, 1),
+    ],
+    ("apps", "daemonsets"): [
+        NAME,
+        ("Desired", "integer", lambda o: _num(o, "status", "desiredNumberScheduled"), 0),
+        ("Current", "integer", lambda o: _num(o, "status", "currentNumberScheduled"), 0),
+        ("Ready", "integer", lambda o: _num(o, "status", "numberReady"), 0),
+        ("Up-to-date", "integer", lambda o: _num(o, "status", "updatedNumberScheduled"), 0),
+        ("Available", "integer", lambda o: _num(o, "status", "numberAvailable"), 0),
+        ("Node Selector", "string", _ds_node_selector, 0),
+        AGE,
+    ],
+    ("discovery.k8s.io", "endpointslices"): [
+        NAME,
+        ("AddressType", "string", lambda o: o.get("addressType", ""), 0),
+        ("Ports", "string", _slice_ports, 0),
+        ("Endpoints", "string", _slice_endpoints, 0),
+        AGE,
     ],
     ("coordination.k8s.io", "leases"): [
         NAME,

@@ -57,6 +57,7 @@ from ironlb.lab.netlab.plan import (
     plan_hosts,
     plan_pod_networks,
     plan_pods,
+    pod_port,
     random_prefix,
     switch_netns,
     validate_prefix,
@@ -77,7 +78,9 @@ class Lab:
     ``hosts`` are the LAN hosts (client, nodes, backends); ``pods`` the
     ``pods_per_node`` pods of every node (none by default), each a
     :class:`LabHost` with ``role == "pod"`` and ``node`` set. Sizes outside the
-    plan's limits raise :class:`LabError`.
+    plan's limits raise :class:`LabError`. ``pod_network=True`` builds the
+    nodes' pod networks (``cni0``, forwarding, routes) even without static
+    pods, for pods added at run time with :meth:`add_pod`.
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class Lab:
         backends: int = 1,
         prefix: str | None = None,
         pods_per_node: int = 0,
+        pod_network: bool = False,
     ) -> None:
         self.prefix = validate_prefix(prefix) if prefix is not None else random_prefix()
         self.hosts: list[LabHost] = plan_hosts(self.prefix, nodes, backends)
@@ -94,7 +98,9 @@ class Lab:
         self.backends: list[LabHost] = [h for h in self.hosts if h.role == "backend"]
         self.pod_ports: list[PodPort] = plan_pods(self.prefix, nodes, pods_per_node)
         self.pods: list[LabHost] = [port.pod for port in self.pod_ports]
-        self.pod_networks: list[PodNetwork] = plan_pod_networks(nodes) if self.pods else []
+        self.pod_networks: list[PodNetwork] = (
+            plan_pod_networks(nodes) if self.pods or pod_network else []
+        )
         self.pod_servers: dict[str, subprocess.Popen[str]] = {}
         self.switch_netns = switch_netns(self.prefix)
         self._procs: list[subprocess.Popen[Any]] = []
@@ -226,6 +232,54 @@ class Lab:
         self.pod_servers.update(servers)
         return servers
 
+    def add_pod(self, node: LabHost | str, pod_index: int) -> LabHost:
+        """Build pod ``pod_index`` of ``node`` now, as the static pods are built; return it.
+
+        Its names and addresses come from :func:`~ironlb.lab.netlab.plan.pod_port`
+        (``node2`` pod 3: ``<prefix>-node2-pod3``, 198.19.2.13, fd00:198:19:2::13).
+        Raises KeyError for an unknown node or a lab without pod networks,
+        :class:`LabError` for an index out of range or already built.
+        """
+        name = self._node_name(node)
+        net = self.pod_network(name)
+        port = pod_port(self.prefix, int(name.removeprefix("node")), pod_index)
+        if any(p.name == port.pod.name for p in self.pods):
+            raise LabError(f"pod {port.pod.name} already exists in lab {self.prefix!r}")
+        node_host = self.host(name)
+        try:
+            _in_fresh_thread(lambda: self._build_pod(port, node_host, net))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                _in_fresh_thread(lambda: self._remove_pod(port, node_host))
+            raise
+        self.pod_ports.append(port)
+        self.pods.append(port.pod)
+        return port.pod
+
+    def remove_pod(self, pod: LabHost | str) -> None:
+        """Kill the processes in a pod's namespace, remove its veth pair and namespace.
+
+        A pod that is already gone is a no-op (for clean-up paths).
+        """
+        name = pod if isinstance(pod, str) else pod.name
+        port = next((p for p in self.pod_ports if p.pod.name == name), None)
+        if port is None or port.pod.node is None:
+            return
+        node_host = self.host(port.pod.node)
+        _in_fresh_thread(lambda: self._remove_pod(port, node_host))
+        self.pod_ports.remove(port)
+        self.pods.remove(port.pod)
+
+    def _remove_pod(self, port: PodPort, node: LabHost) -> None:
+        nsutil.kill_netns_pids(port.pod.netns)
+        # Delete the node end first: the pair goes at once, so the same index
+        # can be built again right away (a namespace's links go asynchronously).
+        with nsutil.in_netns(node.netns), IPRoute() as ipr:
+            found = ipr.link_lookup(ifname=port.node_ifname)
+            if found:
+                ipr.link("del", index=found[0])
+        nsutil.remove_netns(port.pod.netns)
+
     def run(
         self,
         host: LabHost,
@@ -275,7 +329,7 @@ class Lab:
         self._build_switch()
         for host in self.hosts:
             self._build_host(host)
-        if not self.pods:
+        if not self.pod_networks:
             return
         by_name = {n.name: n for n in self.nodes}
         for net in self.pod_networks:
@@ -492,8 +546,15 @@ def lab(
     backends: int = 1,
     prefix: str | None = None,
     pods_per_node: int = 0,
+    pod_network: bool = False,
 ) -> Iterator[Lab]:
     """``with lab() as l:`` — a Lab that is up inside the block and removed after."""
-    the_lab = Lab(nodes=nodes, backends=backends, prefix=prefix, pods_per_node=pods_per_node)
+    the_lab = Lab(
+        nodes=nodes,
+        backends=backends,
+        prefix=prefix,
+        pods_per_node=pods_per_node,
+        pod_network=pod_network,
+    )
     with the_lab:
         yield the_lab

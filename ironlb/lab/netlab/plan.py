@@ -232,27 +232,38 @@ def plan_pods(prefix: str, nodes: int, pods_per_node: int) -> list[PodPort]:
     ports: list[PodPort] = []
     for net in plan_pod_networks(nodes):
         node_index = int(net.node.removeprefix("node"))
-        for m in range(1, pods_per_node + 1):
-            octet = POD_BASE + m
-            name = pod_name(node_index, m)
-            pod = LabHost(
-                name=name,
-                netns=netns_name(prefix, name),
-                ifname=HOST_IFNAME,
-                mac=f"{POD_MAC_PREFIX}:{node_index:02x}:{octet:02x}",
-                ipv4=net.ipv4.network_address + octet,
-                ipv6=_pod_ipv6(node_index, octet),
-                role="pod",
-                node=net.node,
-            )
-            ports.append(
-                PodPort(
-                    pod=pod,
-                    node_ifname=f"p{m}",
-                    node_mac=f"{POD_PEER_MAC_PREFIX}:{node_index:02x}:{octet:02x}",
-                )
-            )
+        ports += [pod_port(prefix, node_index, m) for m in range(1, pods_per_node + 1)]
     return ports
+
+
+def pod_port(prefix: str, node_index: int, pod_index: int) -> PodPort:
+    """Pod ``pod_index`` (1..MAX_PODS_PER_NODE) of node ``node_index``, laid out as in the table.
+
+    The one rule for a pod's names and addresses, whether the lab builds it up
+    front (:func:`plan_pods`) or a lab kubelet adds it at run time. Raises
+    :class:`LabError` for a bad prefix or an index out of range.
+    """
+    validate_prefix(prefix)
+    if not 1 <= pod_index <= MAX_PODS_PER_NODE:
+        raise LabError(f"pod index must be 1..{MAX_PODS_PER_NODE}, got {pod_index}")
+    net = pod_network(node_index)
+    octet = POD_BASE + pod_index
+    name = pod_name(node_index, pod_index)
+    pod = LabHost(
+        name=name,
+        netns=netns_name(prefix, name),
+        ifname=HOST_IFNAME,
+        mac=f"{POD_MAC_PREFIX}:{node_index:02x}:{octet:02x}",
+        ipv4=net.ipv4.network_address + octet,
+        ipv6=_pod_ipv6(node_index, octet),
+        role="pod",
+        node=net.node,
+    )
+    return PodPort(
+        pod=pod,
+        node_ifname=f"p{pod_index}",
+        node_mac=f"{POD_PEER_MAC_PREFIX}:{node_index:02x}:{octet:02x}",
+    )
 
 
 _POD_NETNS_RE = re.compile(r"-node[0-9]+-pod[0-9]+$")
