@@ -143,7 +143,6 @@ class Speaker:
         self._dirty = asyncio.Event()
         self._lease_renew_seen: dict[str, str] = {}
         self._owners: dict[IPAddress, str | None] = {}
-        self._bind_errors: dict[str, str] = {}  # listener -> its last bind error, logged once
         self._posted: dict[tuple[ServiceKey, str], str] = {}
         self._stopping = False
         self._key: bytes | None = None
@@ -333,13 +332,7 @@ class Speaker:
             self._owners[vip] = owner
         for gone in set(self._owners) - set(plan.owners):
             self._owners.pop(gone)
-        # Each bind error once while it lasts (reconciles retry it many times a second).
-        for key_text, err in errors.items():
-            if self._bind_errors.get(key_text) != err:
-                log.error("listener %s: cannot bind: %s", key_text, err)
-        for key_text in set(self._bind_errors) - set(errors):
-            log.info("listener %s: bound now", key_text)
-        self._bind_errors = dict(errors)
+        # Bind errors are logged by the data plane's workers, once while they last.
         if reporter == me:
             for key, problems in plan.problems.items():
                 for problem in problems:

@@ -115,6 +115,7 @@ class Forwarder:
         self.draining: list[Listener] = []
         self.state = DesiredState()
         self.bind_errors: dict[ListenerKey, str] = {}
+        self._last_bind_errors: dict[ListenerKey, str] = {}
         self._lock = asyncio.Lock()
 
     async def apply(
@@ -131,7 +132,7 @@ class Forwarder:
             for key in list(self.listeners):
                 if key not in state.listeners:
                     self._remove(key)
-            self.bind_errors = {}
+            self._last_bind_errors, self.bind_errors = self.bind_errors, {}
             for key, spec in state.listeners.items():
                 listener = self.listeners.get(key)
                 if listener is None:
@@ -158,8 +159,10 @@ class Forwarder:
             sock = bind_socket(key)
         except OSError as exc:
             hint = bind_hint(exc.errno, key.port)
-            self.bind_errors[key] = f"{exc.strerror or exc}{hint}"
-            log.error("listener %s: cannot bind: %s%s", key, exc.strerror or exc, hint)
+            error = f"{exc.strerror or exc}{hint}"
+            self.bind_errors[key] = error
+            if self._last_bind_errors.get(key) != error:  # once while it lasts, not per apply
+                log.error("listener %s: cannot bind: %s", key, error)
             return None
         gate = self.counts.gate(slot) if self.counts is not None else LocalGate()
         listener: Listener
