@@ -78,6 +78,8 @@ class Sample:
     errors: int = 0
     machine_us_per_op: float | None = None  # whole-machine CPU (/proc/stat) per op, µs
     time_wait_per_k: float | None = None  # client TIME_WAIT sockets per 1,000 connections
+    syn_retrans_per_k: float | None = None  # client SYN retransmits per 1,000 connections
+    paws_tw_per_k: float | None = None  # SYNs the server refused in TIME_WAIT, per 1,000
 
 
 @dataclass

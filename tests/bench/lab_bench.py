@@ -225,21 +225,22 @@ def _table(results: Results, targets: Sequence[TargetInfo], axes: Sequence[Axis]
 
 
 def _sustained_table(
-    windows: dict[str, list[float]], targets: Sequence[TargetInfo], seconds: float
+    windows: dict[str, list[float]], targets: Sequence[TargetInfo], results: Results
 ) -> list[str]:
     count = max((len(w) for w in windows.values()), default=0)
     heads = [f"{WINDOW_S * (i + 1):g} s" for i in range(count)]
-    lines = [
-        "| " + " | ".join(["target", *heads, "min", "median", "max"]) + " |",
-        "|" + "---|" * (count + 4),
-    ]
+    heads += ["min", "median", "max", "p99 ms", "client SYN retransmits / 1k conns"]
+    heads.append("backend SYNs refused in TIME_WAIT / 1k conns")
+    lines = ["| " + " | ".join(["target", *heads]) + " |", "|" + "---|" * (len(heads) + 1)]
     for t in targets:
         values = windows.get(t.name, [])
         cells = [fmt(v) for v in values] + ["n/a"] * (count - len(values))
         stats = spread(values)
         cells += ["n/a"] * 3 if stats is None else [fmt(v) for v in stats]
+        cells.append(fmt(results.median(t.name, SUSTAINED, "p99_ms"), 2))
+        cells.append(fmt(results.median(t.name, SUSTAINED, "syn_retrans_per_k"), 1))
+        cells.append(fmt(results.median(t.name, SUSTAINED, "paws_tw_per_k"), 1))
         lines.append("| " + " | ".join([t.label, *cells]) + " |")
-    del seconds
     return lines
 
 
@@ -296,9 +297,10 @@ def render(
         "",
         *_table(results, [t for t in targets if t.has_proxy], PROXY_CPU),
         "",
-        f"Sustained new connections per second, per {WINDOW_S:g} s window:",
+        f"Sustained new connections per second, per {WINDOW_S:g} s window (a SYN the"
+        " backend side does not answer is retransmitted after 1 s: retransmits mark stalls):",
         "",
-        *_sustained_table(windows, targets, settings["sustained_seconds"]),
+        *_sustained_table(windows, targets, results),
         "",
     ]
     if {"kernel", "haproxy"} <= names:
@@ -570,6 +572,18 @@ def time_wait(bench: Bench, src: IPv4Address) -> int:
     return len(bench.client("ss", "-tanH", "state", "time-wait", "src", str(src)).splitlines())
 
 
+def paws_timewait(bench: Bench) -> int:
+    """SYNs the backend host refused so far because they hit a 4-tuple in TIME_WAIT
+    with an older TCP timestamp (TcpExt PAWSTimewait; RFC 7323 PAWS)."""
+    text = bench.lab.run(bench.lab.backends[0], "cat", "/proc/net/netstat").stdout
+    return parse_proc_counters(text, "TcpExt")["PAWSTimewait"]
+
+
+def syn_retrans(bench: Bench) -> int:
+    """The client namespace's SYN retransmissions so far (TcpExt TCPSynRetrans)."""
+    return parse_proc_counters(bench.client("cat", "/proc/net/netstat"), "TcpExt")["TCPSynRetrans"]
+
+
 def tw_recycled(bench: Bench) -> int:
     return parse_proc_counters(bench.client("cat", "/proc/net/netstat"), "TcpExt")["TWRecycled"]
 
@@ -635,16 +649,22 @@ print(json.dumps({"samples": samples, "wrk": wrk.communicate()[0]}))
 def run_sustained(bench: Bench, target: Target, seconds: float) -> tuple[list[float], Sample]:
     """``seconds`` of new connections; (conn/s per window, the whole run's sample)."""
     bench.source(target)
+    retrans, refused = syn_retrans(bench), paws_timewait(bench)
     wrk = ["wrk", "-t1", "-c50", f"-d{seconds:g}s", "--latency", "-H", "Connection: close"]
     out = bench.client(
         sys.executable, "-c", _SUSTAIN, f"{seconds:g}", f"{WINDOW_S:g}", *wrk, url(target),
         timeout=seconds + 60,
     )  # fmt: skip
     report = json.loads(out)
-    rates = window_rates([(float(t), int(c)) for t, c in report["samples"]])
+    samples = [(float(t), int(c)) for t, c in report["samples"]]
+    rates = window_rates(samples)
     _, _, p50, p99, errors = parse_wrk(report["wrk"])
     worst = min(rates) if rates else 0.0
-    return rates, Sample(worst, p50, p99, errors=errors)
+    sample = Sample(worst, p50, p99, errors=errors)
+    opened = samples[-1][1] - samples[0][1]
+    sample.syn_retrans_per_k = 1000 * (syn_retrans(bench) - retrans) / max(opened, 1)
+    sample.paws_tw_per_k = 1000 * (paws_timewait(bench) - refused) / max(opened, 1)
+    return rates, sample
 
 
 def run_load(bench: Bench, target: Target, load: str, args: argparse.Namespace) -> Sample:

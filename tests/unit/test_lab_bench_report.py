@@ -37,7 +37,7 @@ def _results(kernel_worst_window: float) -> Results:
         res.add(name, "bulk1", Sample(5.0 * scale))
         res.add(name, "bulk4", Sample(6.0 * scale))
         worst = kernel_worst_window if name == "kernel" else 9_000 * scale
-        res.add(name, SUSTAINED, Sample(worst))
+        res.add(name, SUSTAINED, Sample(worst, syn_retrans_per_k=12.5, paws_tw_per_k=3.0))
     for name, tw in (("direct", 1.0), ("haproxy", 140.0), ("proxy", 710.0), ("kernel", 5.0)):
         res.samples[(name, "close")][0].time_wait_per_k = tw
     res.samples[("haproxy", "close")][0].cpu_us_per_op = 40.0
@@ -99,7 +99,10 @@ def test_render_states_the_goal_and_proxy_cpu(worst: float, goal: str) -> None:
     assert f"**Goal: kernel mode ahead of HAProxy on every axis: {goal}" in text
     assert "**Proxy mode CPU per new connection: 80.0 µs vs HAProxy's 40.0 µs (2.00x).**" in text
     # Three windows, then min / median / max.
-    assert "| ironlb kernel | 9,000 | 8,000 | 10,000 | 8,000 | 9,000 | 10,000 |" in text
+    assert (
+        "| ironlb kernel | 9,000 | 8,000 | 10,000 | 8,000 | 9,000 | 10,000 | n/a | 12.5 | 3.0 |"
+        in text
+    )
     # Kernel mode has no proxy process: it is not in the proxy CPU table.
     cpu_table = text.split("Proxy CPU")[1].split("Sustained")[0]
     assert "ironlb kernel" not in cpu_table and "| HAProxy | 40.0 |" in cpu_table
