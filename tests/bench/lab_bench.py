@@ -14,10 +14,10 @@ NAT without tuple clashes against direct connections on 127.0.0.1.
   ``nbthread 1``) on VIP 0, ``ironlb forward --workers 1`` in proxy mode on
   VIP 1, ``ironlb forward`` with ``mode: kernel`` listeners (nftables DNAT +
   masquerade) on VIP 2; each VIP has an HTTP listener on :80 over the three
-  nginx ports and a bulk listener on :5201 to the iperf3 server. HAProxy's and
-  the proxy's VIPs are bound on the node's ``lo`` (the kernel VIP needs no
-  local address: DNAT happens in prerouting); the client routes the VIPs via
-  the node, as a LAN router would after ARP.
+  nginx ports and a bulk listener on :5201 to the iperf3 server. The VIPs are
+  bound on the node's ``lo``, as the speaker binds the VIPs its node owns (in
+  kernel mode the DNAT in prerouting comes first); the client routes them via
+  the node, as a LAN host does after ARP.
 * client: ``net.ipv4.tcp_tw_reuse=1`` (in its namespace only), so TIME_WAIT
   does not cap a single client toward one VIP:port. Each target is reached
   from a source address of its own in 198.18.1.0/24 (a per-destination route
@@ -447,7 +447,7 @@ def build(bench: Bench) -> list[Target]:
     lab.run(node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
     for host in (node, backend):
         lab.run(host, "ip", "route", "add", str(SOURCES), "via", str(lab.client.ipv4))
-    for vip in (vh, vp):
+    for vip in (vh, vp, vk):
         lab.run(node, "ip", "addr", "add", f"{vip}/32", "dev", "lo")
     for vip in (vh, vp, vk):
         lab.run(lab.client, "ip", "route", "add", f"{vip}/32", "via", str(node.ipv4))
