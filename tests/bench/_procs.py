@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,24 @@ from pathlib import Path
 from tests.support import free_port as free_port
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# The load benchmarks' Debian packages (as the Makefile's BENCH_APT_PACKAGES).
+APT_PACKAGES = ("haproxy", "nginx-light", "libnginx-mod-stream", "wrk", "iperf3")
+
+
+def ensure_packages(packages: Sequence[str] = APT_PACKAGES) -> None:
+    """Install the Debian ``packages`` that are missing (we are root on Debian).
+
+    Raises CalledProcessError when apt-get fails.
+    """
+    missing = [
+        p for p in packages if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode
+    ]
+    if not missing:
+        return
+    print(f"installing {' '.join(missing)}", file=sys.stderr)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:

@@ -1,6 +1,6 @@
 """What the load benchmarks share: one load's sample, the medians over rounds,
-the throughput columns, wrk latencies, tool versions, table cells, and turning
-SIGTERM into a clean shutdown."""
+the throughput columns, wrk's output and latencies, tool versions, table cells,
+and turning SIGTERM into a clean shutdown."""
 
 from __future__ import annotations
 
@@ -19,6 +19,34 @@ def wrk_ms(text: str) -> float:
     if not match:
         raise ValueError(f"unexpected wrk latency {text!r}")
     return float(match[1]) * _UNITS[match[2]]
+
+
+def parse_wrk(out: str) -> tuple[float, int, float, float, int]:
+    """(requests/s, requests, p50 ms, p99 ms, errors) from ``wrk --latency`` output.
+
+    Errors are wrk's connect, write and timeout socket errors plus non-2xx/3xx
+    responses; its read "errors" are left out, because that is how wrk counts the
+    server's close after ``Connection: close``. Raises ValueError on output
+    without the expected lines.
+    """
+
+    def find(pattern: str) -> str:
+        match = re.search(pattern, out, re.M)
+        if not match:
+            raise ValueError(f"wrk output without {pattern!r}:\n{out}")
+        return match[1]
+
+    rps = float(find(r"Requests/sec:\s+([\d.]+)"))
+    total = int(find(r"(\d+) requests in"))
+    p50, p99 = wrk_ms(find(r"^\s+50%\s+(\S+)")), wrk_ms(find(r"^\s+99%\s+(\S+)"))
+    errors = 0
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if sock:
+        errors += int(sock[1]) + int(sock[3]) + int(sock[4])
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        errors += int(non2xx[1])
+    return rps, total, p50, p99, errors
 
 
 def first_line(argv: list[str]) -> str:
@@ -48,6 +76,10 @@ class Sample:
     cpu_pct: float | None = None  # CPU as % of one core (what is charged: see each bench)
     cpu_us_per_op: float | None = None  # per request / connection; bulk: CPU ms per GB
     errors: int = 0
+    machine_us_per_op: float | None = None  # whole-machine CPU (/proc/stat) per op, µs
+    time_wait_per_k: float | None = None  # client TIME_WAIT sockets per 1,000 connections
+    syn_retrans_per_k: float | None = None  # client SYN retransmits per 1,000 connections
+    paws_tw_per_k: float | None = None  # SYNs the server refused in TIME_WAIT, per 1,000
 
 
 @dataclass

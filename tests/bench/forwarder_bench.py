@@ -23,7 +23,6 @@ import contextlib
 import datetime as dt
 import os
 import platform
-import re
 import shlex
 import shutil
 import signal
@@ -35,9 +34,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.bench._configs import TcpFrontend, haproxy_tcp_conf, nginx_backend_conf
 from tests.bench._procs import (
     ProcessSet,
     cpu_seconds,
+    ensure_packages,
     free_port,
     http_get,
     process_tree,
@@ -49,11 +50,10 @@ from tests.bench._report import (
     Sample,
     first_line,
     fmt,
+    parse_wrk,
     raise_interrupt,
-    wrk_ms,
 )
 
-APT_PACKAGES = ("haproxy", "nginx-light", "libnginx-mod-stream", "wrk", "iperf3")
 STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 REPO = Path(__file__).resolve().parents[2]
 IRONLB = REPO / ".venv" / "bin" / "ironlb"
@@ -64,21 +64,6 @@ LOADS = ("keepalive", "close", "bulk1", "bulk4")
 
 
 # --------------------------------------------------------------------------- set-up
-
-
-def ensure_packages() -> None:
-    """Install the benchmark's Debian packages if any is missing (we are root on Debian)."""
-    missing = [
-        p
-        for p in APT_PACKAGES
-        if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0
-    ]
-    if not missing:
-        return
-    print(f"installing {' '.join(missing)}", file=sys.stderr)
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
 
 
 def machine_facts() -> dict[str, str]:
@@ -105,24 +90,8 @@ class Backends:
 
 def start_backends(procs: ProcessSet, tmp: Path) -> Backends:
     ports = [free_port() for _ in range(3)]
-    listens = "\n".join(f"    listen 127.0.0.1:{p} backlog=4096;" for p in ports)
     conf = tmp / "backend-nginx.conf"
-    conf.write_text(
-        f"""worker_processes 1;
-pid {tmp}/backend-nginx.pid;
-error_log {tmp}/backend-nginx.err warn;
-events {{ worker_connections 16384; }}
-http {{
-  access_log off;
-  keepalive_requests 1000000;
-  keepalive_timeout 65;
-  server {{
-{listens}
-    location / {{ return 200 "ok\\n"; }}
-  }}
-}}
-"""
-    )
+    conf.write_text(nginx_backend_conf(tmp, _hostports(ports)))
     nginx = procs.start(
         "backend-nginx", ["nginx", "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"]
     )
@@ -163,28 +132,15 @@ def _hostports(ports: list[int]) -> list[str]:
 
 def start_haproxy(procs: ProcessSet, tmp: Path, be: Backends, workers: int) -> Target:
     http, bulk = free_port(), free_port()
-    servers = "\n".join(f"  server s{i} {hp}" for i, hp in enumerate(_hostports(be.http_ports)))
     conf = tmp / "haproxy.cfg"
     conf.write_text(
-        f"""global
-  nbthread {workers}
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-frontend web
-  bind 127.0.0.1:{http}
-  default_backend web
-backend web
-  balance roundrobin
-{servers}
-frontend bulk
-  bind 127.0.0.1:{bulk}
-  default_backend bulk
-backend bulk
-  server iperf 127.0.0.1:{be.iperf_port}
-"""
+        haproxy_tcp_conf(
+            workers,
+            [
+                TcpFrontend("web", f"127.0.0.1:{http}", _hostports(be.http_ports)),
+                TcpFrontend("bulk", f"127.0.0.1:{bulk}", [f"127.0.0.1:{be.iperf_port}"]),
+            ],
+        )
     )
     proc = procs.start("haproxy", ["haproxy", "-db", "-f", str(conf)])
     wait_for_port(http, proc)
@@ -262,23 +218,6 @@ def start_reference(procs: ProcessSet, tmp: Path, be: Backends, workers: int) ->
 
 
 # --------------------------------------------------------------------------- loads
-
-
-def parse_wrk(out: str) -> tuple[float, int, float, float, int]:
-    """(requests/s, requests, p50 ms, p99 ms, socket errors + non-2xx) from wrk output."""
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
-    total = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
-    p50 = wrk_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M)[1])  # type: ignore[index]
-    p99 = wrk_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M)[1])  # type: ignore[index]
-    errors = 0
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if sock:
-        # A read "error" is how wrk counts the server's close after Connection: close.
-        errors += int(sock[1]) + int(sock[3]) + int(sock[4])
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if non2xx:
-        errors += int(non2xx[1])
-    return rps, total, p50, p99, errors
 
 
 @contextlib.contextmanager
