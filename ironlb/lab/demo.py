@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 from ironlb.lab.helm import Helm, HelmFailed
 from ironlb.lab.labcluster import LabCluster
 from ironlb.lab.netlab import LabError
-from ironlb.lab.netlab.plan import vip_address
+from ironlb.lab.netlab.plan import validate_prefix, vip_address
 from ironlb.operator.service_request import ANNOUNCING_NODE
 
 T = TypeVar("T")
@@ -444,6 +444,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("demo failed: the lab needs root (network namespaces)", file=sys.stderr)
         return 1
+    if args.prefix:
+        try:
+            validate_prefix(args.prefix)
+        except LabError as exc:
+            print(f"demo failed: {exc}", file=sys.stderr)
+            return 1
     state_dir = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="ironlb-demo-"))
     got: list[int] = []
 
