@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -426,6 +427,20 @@ async def run_demo(prefix: str | None, state_dir: Path) -> None:
     out(f"demo done in {time.monotonic() - started:.0f} s")
 
 
+#: Commands the demo runs, and where a user gets each one.
+NEEDED = {
+    "kubectl": "install kubectl (1.32 is tested) on PATH",
+    "curl": "apt-get install curl (make demo does)",
+    "arping": "apt-get install arping (make demo does)",
+    "ip": "apt-get install iproute2 (make demo does)",
+}
+
+
+def missing_commands() -> list[str]:
+    """One ``NAME: how to get it`` line per command of :data:`NEEDED` not on ``PATH``."""
+    return [f"{name}: {how}" for name, how in NEEDED.items() if shutil.which(name) is None]
+
+
 def leftovers(prefix: str) -> list[str]:
     """Namespaces named ``<prefix>-*`` still present (``ip netns list``)."""
     try:
@@ -443,6 +458,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("demo failed: the lab needs root (network namespaces)", file=sys.stderr)
+        return 1
+    missing = missing_commands()
+    if missing:
+        print(f"demo failed: missing command {'; '.join(missing)}", file=sys.stderr)
         return 1
     if args.prefix:
         try:
@@ -482,8 +501,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"demo: namespaces left behind: {' '.join(left)}", file=sys.stderr)
             code = code or 1
     if not args.dir:
-        import shutil
-
         shutil.rmtree(state_dir, ignore_errors=True)
     return code
 

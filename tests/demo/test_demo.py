@@ -175,3 +175,38 @@ def test_sigint_in_the_middle_tears_everything_down(run_ids: tuple[str, Path]) -
     assert "got SIGINT: stopping and tearing down" in rest
     assert "=== 6. Tearing down" in rest
     _assert_nothing_left(prefix, state, before)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (
+            ["--prefix", "Bad-1"],
+            {},
+            "demo failed: invalid lab prefix 'Bad-1': use 1-24 lower-case letters and digits, "
+            "no '-'",
+        ),
+        (
+            [],
+            {"PATH": "/nonexistent"},
+            "demo failed: missing command kubectl: install kubectl (1.32 is tested) on PATH; "
+            "curl: apt-get install curl (make demo does); arping: apt-get install arping "
+            "(make demo does); ip: apt-get install iproute2 (make demo does)",
+        ),
+    ],
+)
+def test_bad_input_is_refused_in_one_line_before_anything_starts(
+    args: list[str], env: dict[str, str], message: str
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "ironlb.lab.demo", *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(TREE), **env),
+        cwd=TREE,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == message
+    # Nothing printed on stdout: step 0 (the lab cluster) never started.
+    assert proc.stdout == ""
