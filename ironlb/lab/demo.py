@@ -395,9 +395,12 @@ async def failover(demo: Demo, vip: str, node: str) -> None:
     )
     for line in timeline_lines(result):
         out(line)
+    path = [r["via"] for r in result.get("timeline", []) if r["via"] != "failed"]
+    moves = [via for i, via in enumerate(path) if i == 0 or via != path[i - 1]]
     shows(
-        f"the client's requests went through {node}, then (after the kill) through another "
-        f"node; the longest gap between two answers was {result['longest_gap_ms']:.0f} ms"
+        f"the client's requests went through {' -> '.join(moves)}: another node took over "
+        f"after the kill; the longest gap between two answers was "
+        f"{result['longest_gap_ms']:.0f} ms"
     )
     out(
         "(The kubelet restarts a crashed container at once, as Kubernetes does; when the "
