@@ -93,6 +93,15 @@ def lab_values() -> dict[str, Any]:
     return values
 
 
+def set_value(value: Any) -> str:
+    """``value`` as ``helm --set`` spells it: ``false``, ``0``, ``ironlb``, ``{eth0}``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "{" + ",".join(str(v) for v in value) + "}"
+    return str(value)
+
+
 def out(text: str = "") -> None:
     """Print one line now (the demo is read as it runs, also through a pipe)."""
     print(text, flush=True)
@@ -207,10 +216,10 @@ async def show_cluster(demo: Demo) -> None:
 
 async def install_chart(demo: Demo) -> None:
     step(2, "helm install ironlb charts/ironlb (controller Deployment, speaker DaemonSet)")
-    sets = ",".join(f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v, _ in LAB_VALUES)
+    sets = ",".join(f"{k}={set_value(v)}" for k, v, _ in LAB_VALUES)
     out(f"$ helm install {RELEASE} charts/ironlb -n {NAMESPACE} --create-namespace --set {sets}")
     for key, value, why in LAB_VALUES:
-        out(f"    {key}={value}: {why}")
+        out(f"    {key}={set_value(value)}: {why}")
 
     def install() -> str:
         with Helm(demo.cluster.kubeconfig, NAMESPACE) as helm:
@@ -406,7 +415,9 @@ async def failover(demo: Demo, vip: str, node: str) -> None:
         "(The kubelet restarts a crashed container at once, as Kubernetes does; when the "
         "new speaker is up the IP may move back to its node, a second, planned hand-over.)"
     )
-    await demo.run([*demo.lbctl, "status"], show="lbctl status")
+    status = await demo.run([*demo.lbctl, "status"], show="lbctl status", check=False)
+    if status.rstrip().endswith("unhealthy") or "\nunhealthy:" in status:
+        out("(lbctl status exits 1 when it finds something unhealthy, as listed above)")
     await demo.run([*demo.lbctl, "services"], show="lbctl services")
     shows("lbctl sums it up: the pool, the live speakers, and which node announces the Service")
 

@@ -118,7 +118,7 @@ def test_the_demo_shows_round_robin_arp_and_failover_then_leaves_nothing(
     install = _section(output, 2)
     assert "$ helm install ironlb charts/ironlb" in install
     assert re.search(r"^ironlb: revision 1, deployed, chart ironlb-", install, re.M)
-    for key in ("image.repository=ironlb", "image.tag=dev", "webhook.enabled=False"):
+    for key in ("image.repository=ironlb", "image.tag=dev", "webhook.enabled=false"):
         assert re.search(rf"^    {re.escape(key)}: \S", install, re.M), key
     # Step 3: the Service got an address from the pool, shown by kubectl.
     service = _section(output, 3)
