@@ -422,11 +422,16 @@ async def failover(demo: Demo, vip: str, node: str) -> None:
     shows("lbctl sums it up: the pool, the live speakers, and which node announces the Service")
 
 
-async def run_demo(prefix: str | None, state_dir: Path) -> None:
-    """The whole demo; the cluster is torn down when this returns or raises."""
+async def run_demo(prefix: str | None, state_dir: Path, made: list[str]) -> None:
+    """The whole demo; the cluster is torn down when this returns or raises.
+
+    ``made`` gets the lab prefix as soon as it is known (for the caller's final check).
+    """
     started = time.monotonic()
     out("=== 0. Bringing up the lab cluster (API server, 3 nodes, client, kubelets)")
-    async with LabCluster(state_dir, nodes=3, prefix=prefix) as cluster:
+    cluster = LabCluster(state_dir, nodes=3, prefix=prefix)
+    made.append(cluster.prefix)
+    async with cluster:
         out(f"lab cluster {cluster.prefix} is up; export KUBECONFIG={cluster.kubeconfig}")
         try:
             demo = Demo(cluster)
@@ -435,10 +440,37 @@ async def run_demo(prefix: str | None, state_dir: Path) -> None:
             vip = await create_service(demo)
             node = await show_traffic(demo, vip)
             await failover(demo, vip, node)
+            took = time.monotonic() - started
         finally:
             out()
             out("=== 6. Tearing down: pods, kubelets, namespaces, API server")
-    out(f"demo done in {time.monotonic() - started:.0f} s")
+    await show_clean(cluster.prefix, state_dir)
+    out(f"demo done in {took:.0f} s (teardown included: {time.monotonic() - started:.0f} s)")
+
+
+async def show_clean(prefix: str, state_dir: Path) -> None:
+    """Step 6's proof: the commands that would list what is left, and their (empty) output."""
+    checks = [
+        f"ip netns list | grep '^{prefix}-'",
+        "nft list tables | grep ironlb",
+        r"ip -o addr | grep 'inet 198\.1[89]\.'",
+    ]
+    for check in checks:
+        out(f"$ {check}")
+        proc = await asyncio.create_subprocess_exec(
+            "bash", "-c", check, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        data, _ = await proc.communicate()
+        out(data.decode(errors="replace").rstrip("\n") or "(nothing)")
+    procs = lab_processes(prefix, state_dir)
+    out(f"processes of the lab left: {', '.join(procs) if procs else 'none'}")
+    left = leftovers(prefix, state_dir)
+    if left:
+        raise DemoFailed(f"left behind: {'; '.join(left)}")
+    shows(
+        f"nothing is left: no {prefix}-* namespace, no ironlb nftables table or lab address "
+        "in the root namespace, no process of the lab"
+    )
 
 
 #: Commands the demo runs, and where a user gets each one.
@@ -455,13 +487,35 @@ def missing_commands() -> list[str]:
     return [f"{name}: {how}" for name, how in NEEDED.items() if shutil.which(name) is None]
 
 
-def leftovers(prefix: str) -> list[str]:
-    """Namespaces named ``<prefix>-*`` still present (``ip netns list``)."""
-    try:
-        names = [p.name for p in Path("/run/netns").iterdir()]
-    except OSError:
-        return []
-    return sorted(n for n in names if n.startswith(f"{prefix}-"))
+def lab_processes(prefix: str, state_dir: Path) -> list[str]:
+    """``PID (name)`` of processes whose cwd is under ``state_dir`` or whose argv names
+    ``<prefix>-`` (a lab pod's process runs in its pod directory; ``ip netns exec
+    <prefix>-...`` names the namespace)."""
+    found = []
+    root = str(state_dir.resolve())
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if f"{prefix}-" in argv or cwd == root or cwd.startswith(root + "/"):
+            found.append(f"{entry.name} ({argv.split(' ', 1)[0]})")
+    return found
+
+
+def leftovers(prefix: str, state_dir: Path) -> list[str]:
+    """What of a demo run is still there: ``<prefix>-*`` namespaces and lab processes."""
+    left = []
+    with contextlib.suppress(OSError):
+        names = sorted(p.name for p in Path("/run/netns").iterdir())
+        if spare := [n for n in names if n.startswith(f"{prefix}-")]:
+            left.append(f"namespaces {' '.join(spare)}")
+    if procs := lab_processes(prefix, state_dir):
+        left.append(f"processes {', '.join(procs)}")
+    return left
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -485,6 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     state_dir = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="ironlb-demo-"))
     got: list[int] = []
+    made: list[str] = []
 
     async def guarded() -> None:
         task = asyncio.current_task()
@@ -499,7 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal, sig)
-        await run_demo(args.prefix, state_dir)
+        await run_demo(args.prefix, state_dir, made)
 
     code = 0
     try:
@@ -509,10 +564,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DemoFailed, HelmFailed, LabError) as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         code = 1
-    if args.prefix:
-        left = leftovers(args.prefix)
+    except Exception as exc:  # a bug: still one line, after the teardown above
+        print(f"demo failed: unexpected {exc!r}", file=sys.stderr)
+        code = 1
+    for prefix in made:
+        left = leftovers(prefix, state_dir)
         if left:
-            print(f"demo: namespaces left behind: {' '.join(left)}", file=sys.stderr)
+            print(f"demo: left behind: {'; '.join(left)}", file=sys.stderr)
             code = code or 1
     if not args.dir:
         shutil.rmtree(state_dir, ignore_errors=True)

@@ -147,8 +147,11 @@ def test_the_demo_shows_round_robin_arp_and_failover_then_leaves_nothing(
     assert "$ lbctl status" in failover
     assert "$ lbctl services" in failover
     assert re.search(r"^default\s+web\s+198\.18\.0\.20\d\s+demo\s+node\d", failover, re.M)
-    # Step 6: torn down.
-    assert "=== 6. Tearing down" in output
+    # Step 6: torn down, and the demo's own look at what is left finds nothing.
+    teardown = output[output.index("=== 6. Tearing down") :]
+    assert teardown.count("(nothing)") == 3, teardown
+    assert "processes of the lab left: none" in teardown
+    assert f"--> nothing is left: no {prefix}-* namespace" in teardown
     _assert_nothing_left(prefix, state, before)
 
 
