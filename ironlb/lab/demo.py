@@ -567,6 +567,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: still one line, after the teardown above
         print(f"demo failed: unexpected {exc!r}", file=sys.stderr)
         code = 1
+    if got:  # Ctrl-C also reaches the commands running then; the signal is the reason
+        code = 128 + got[0]
     for prefix in made:
         left = leftovers(prefix, state_dir)
         if left:

@@ -69,7 +69,7 @@ def run_ids(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     cleanup_stale(prefix)
 
 
-def _demo(prefix: str, state: Path) -> subprocess.Popen[str]:
+def _demo(prefix: str, state: Path, session: bool = False) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=str(TREE), PYTHONUNBUFFERED="1")
     return subprocess.Popen(
         [sys.executable, "-m", "ironlb.lab.demo", "--prefix", prefix, "--dir", str(state)],
@@ -78,6 +78,7 @@ def _demo(prefix: str, state: Path) -> subprocess.Popen[str]:
         text=True,
         env=env,
         cwd=TREE,
+        start_new_session=session,
     )
 
 
@@ -155,27 +156,41 @@ def test_the_demo_shows_round_robin_arp_and_failover_then_leaves_nothing(
     _assert_nothing_left(prefix, state, before)
 
 
-def test_sigint_in_the_middle_tears_everything_down(run_ids: tuple[str, Path]) -> None:
+@pytest.mark.parametrize(
+    ("sig", "group", "at", "code"),
+    [
+        # Ctrl-C: a terminal signals the whole foreground process group (the demo and
+        # the command it runs); here once the chart's pods run.
+        (signal.SIGINT, True, "=== 3.", 130),
+        # SIGTERM to the demo alone, while the client loop runs in the client host.
+        (signal.SIGTERM, False, "=== 5.", 143),
+    ],
+)
+def test_a_signal_in_the_middle_tears_everything_down(
+    run_ids: tuple[str, Path], sig: signal.Signals, group: bool, at: str, code: int
+) -> None:
     prefix, state = run_ids
     before = _ours_in_root()
-    proc = _demo(prefix, state)
+    proc = _demo(prefix, state, session=True)
     seen: list[str] = []
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + RUN_TIMEOUT
         for line in proc.stdout:
             seen.append(line)
-            if line.startswith("=== 3.") or time.monotonic() > deadline:
+            if line.startswith(at) or time.monotonic() > deadline:
                 break
-        assert seen and seen[-1].startswith("=== 3."), "".join(seen)
-        # The chart is installed and its pods run: Ctrl-C now.
+        assert seen and seen[-1].startswith(at), "".join(seen)
         assert list_netns(prefix) != []
-        proc.send_signal(signal.SIGINT)
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
         rest, _ = proc.communicate(timeout=90)
     finally:
         _stop(proc)
-    assert proc.returncode == 130, "".join(seen) + rest
-    assert "got SIGINT: stopping and tearing down" in rest
+    assert proc.returncode == code, "".join(seen) + rest
+    assert f"got {sig.name}: stopping and tearing down" in rest
     assert "=== 6. Tearing down" in rest
     _assert_nothing_left(prefix, state, before)
 
