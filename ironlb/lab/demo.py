@@ -218,6 +218,8 @@ async def install_chart(demo: Demo) -> None:
     step(2, "helm install ironlb charts/ironlb (controller Deployment, speaker DaemonSet)")
     sets = ",".join(f"{k}={set_value(v)}" for k, v, _ in LAB_VALUES)
     out(f"$ helm install {RELEASE} charts/ironlb -n {NAMESPACE} --create-namespace --set {sets}")
+    out("  (Helm v4 through ironlb.lab.helm, in this process: no helm binary needed)")
+    out("  lab values:")
     for key, value, why in LAB_VALUES:
         out(f"    {key}={set_value(value)}: {why}")
 
