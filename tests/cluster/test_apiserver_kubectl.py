@@ -203,3 +203,63 @@ def test_kubectl_get_all_lists_the_all_category(api_thread_kubeconfig: Path) -> 
     listed = kubectl(kc, "get", "all", "-o", "name")
     assert set(listed.split()) >= {"service/web", "deployment.apps/web"}, listed
     assert "secret" not in listed and "configmap" not in listed
+
+
+CHART_KINDS = """\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: lab-reader}
+rules: [{apiGroups: [""], resources: [services], verbs: [get, list, watch]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: lab-reader}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: lab-reader}
+subjects: [{kind: ServiceAccount, name: reader, namespace: default}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: lab-leases, namespace: default}
+rules: [{apiGroups: [coordination.k8s.io], resources: [leases], verbs: [get, update]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: lab-leases, namespace: default}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: lab-leases}
+subjects: [{kind: ServiceAccount, name: reader, namespace: default}]
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: web, namespace: default}
+spec: {maxUnavailable: 1, selector: {matchLabels: {app: web}}}
+"""
+
+
+def test_kubectl_applies_the_rbac_and_pdb_kinds_a_chart_installs(
+    api_thread_kubeconfig: Path,
+) -> None:
+    kc = api_thread_kubeconfig
+    created = kubectl(kc, "apply", "--server-side", "-f", "-", stdin=CHART_KINDS)
+    assert (
+        created.split("\n")[0]
+        == "clusterrole.rbac.authorization.k8s.io/lab-reader serverside-applied"
+    )
+    assert "poddisruptionbudget.policy/web serverside-applied" in created
+    role = json.loads(kubectl(kc, "get", "clusterrole", "lab-reader", "-o", "json"))
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]}
+    ]
+    assert "namespace" not in role["metadata"]  # cluster-scoped
+    binding = json.loads(kubectl(kc, "get", "rolebinding", "lab-leases", "-o", "json"))
+    assert binding["roleRef"]["name"] == "lab-leases"
+    pdb = json.loads(kubectl(kc, "get", "pdb", "web", "-o", "json"))
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert "pdb" in kubectl(kc, "api-resources", "--api-group=policy")
+    kubectl(kc, "delete", "-f", "-", stdin=CHART_KINDS)
+    left = subprocess.run(
+        ["kubectl", f"--kubeconfig={kc}", "get", "pdb,roles,rolebindings", "-o", "name"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert left.returncode == 0 and left.stdout == ""

@@ -105,6 +105,21 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     _builtin(
         "apps", "v1", "daemonsets", "DaemonSet", True, status=True, short=("ds",), categories=ALL
     ),
+    # Stored and served like any object (the lab API authorizes nothing): what a chart
+    # such as charts/ironlb installs besides its workloads.
+    _builtin(
+        "policy",
+        "v1",
+        "poddisruptionbudgets",
+        "PodDisruptionBudget",
+        True,
+        status=True,
+        short=("pdb",),
+    ),
+    _builtin("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),
+    _builtin("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False),
+    _builtin("rbac.authorization.k8s.io", "v1", "roles", "Role", True),
+    _builtin("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True),
     _builtin("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True),
     _builtin("coordination.k8s.io", "v1", "leases", "Lease", True),
     _builtin("events.k8s.io", "v1", "events", "Event", True, short=("ev",)),
