@@ -388,11 +388,16 @@ async def failover(demo: Demo, vip: str, node: str) -> None:
             f"({time.monotonic() - killed:.1f} s after the kill, the Service's "
             f"{ANNOUNCING_NODE} annotation names {new_node})"
         )
-        text = await demo.in_client(["arping", "-c", "1", "-I", "eth0", vip], check=False)
-        macs = sorted(set(re.findall(r"(?:[0-9a-f]{2}:){5}[0-9a-f]{2}", text.lower())))
+        macs: list[str] = []
+        attempt = 0
+        while not macs and attempt < 3:  # a hand-over in flight may leave a request unanswered
+            attempt += 1
+            text = await demo.in_client(["arping", "-c", "1", "-I", "eth0", vip], check=False)
+            macs = sorted(set(re.findall(r"(?:[0-9a-f]{2}:){5}[0-9a-f]{2}", text.lower())))
+        again = f" (answered at attempt {attempt} of 3)" if attempt > 1 and macs else ""
         shows(
-            f"ARP for {vip} is now answered by {', '.join(macs) or 'nobody yet'} "
-            f"({', '.join(demo.node_of_mac(m) for m in macs) or '-'})"
+            f"ARP for {vip} is now answered by {', '.join(macs) or 'nobody'} "
+            f"({', '.join(demo.node_of_mac(m) for m in macs) or '-'}){again}"
         )
         await asyncio.sleep(3.0)
     finally:

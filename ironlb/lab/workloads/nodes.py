@@ -64,6 +64,13 @@ def node_object(index: int) -> Obj:
                     "message": "lab node is ready",
                 }
             ],
+            # what `kubectl get nodes` shows as VERSION (the lab kubelet's, not a real one)
+            "nodeInfo": {
+                "kubeletVersion": "v1.32.0-ironlb-lab",
+                "operatingSystem": "linux",
+                "architecture": "amd64",
+                "containerRuntimeVersion": "lab://processes",
+            },
         },
     }
 
