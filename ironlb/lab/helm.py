@@ -164,8 +164,9 @@ class Helm:
     ``--wait`` default: kstatus over list + watch; a Deployment needs its replicas
     available, a LoadBalancer Service only its clusterIP) or ``"legacy"`` (Helm 3's
     polling waiter, where a LoadBalancer Service also needs an ingress address, which
-    ironlb's controller writes). The lab runs no Deployment controller, so waiting on
-    a Deployment there always ends in the timeout.
+    ironlb's controller writes). A bare lab API (``ironlb lab apiserver``) runs no
+    Deployment controller, so waiting on a Deployment there ends in the timeout;
+    ``ironlb lab cluster up`` runs the controllers and the kubelets, and it works.
     """
 
     def __init__(self, kubeconfig: str | os.PathLike[str], namespace: str = "default") -> None:

@@ -105,6 +105,10 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     _builtin(
         "apps", "v1", "daemonsets", "DaemonSet", True, status=True, short=("ds",), categories=ALL
     ),
+    # Served (so clients that map Deployments to their ReplicaSets, such as Helm v4's
+    # kstatus waiter, find the kind) but not made: the lab's Deployment controller owns
+    # its Pods directly.
+    _builtin("apps", "v1", "replicasets", "ReplicaSet", True, status=True, short=("rs",)),
     # Stored and served like any object (the lab API authorizes nothing): what a chart
     # such as charts/ironlb installs besides its workloads.
     _builtin(
