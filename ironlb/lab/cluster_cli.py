@@ -255,8 +255,10 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"ironlb lab cluster: {exc}", file=sys.stderr)
         return 1
+    removed = done["removed"]
+    if done["stopped_pid"] and not removed:  # the cluster process removed its own on SIGTERM
+        print(f"stopped pid {done['stopped_pid']}, which removed its namespaces")
+        return 0
     stopped = f"stopped pid {done['stopped_pid']}, " if done["stopped_pid"] else ""
-    print(
-        f"{stopped}removed {len(done['removed'])} namespace(s): {' '.join(done['removed']) or '-'}"
-    )
+    print(f"{stopped}removed {len(removed)} namespace(s): {' '.join(removed) or '-'}")
     return 0

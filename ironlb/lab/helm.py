@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, get_args
@@ -67,7 +67,7 @@ class Release:
     status: str
     chart: str
     app_version: str
-    manifest: str
+    manifest: str = field(repr=False)  # whole objects, Secrets included: not in repr
 
     @classmethod
     def from_summary(cls, summary: dict[str, Any]) -> Release:
