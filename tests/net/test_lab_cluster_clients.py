@@ -128,9 +128,26 @@ def test_kubectl_drives_the_lab_cluster_and_pods_answer_through_their_slices(
     kubectl(kc, "-n", ns, "create", "deployment", "web", "--image=nginx", "--replicas=3")
     wait_for(lambda: len(ready_ips(kc, ns)) == 3, timeout=60, what="3 Ready pods")
     wide = kubectl(kc, "-n", ns, "get", "pods", "-o", "wide")
-    names = {p["metadata"]["name"] for p in pods(kc, ns)}
-    for name in names:
-        assert name in wide and name.startswith("web-")  # web-<hash>-<5 chars>
+    assert wide.split("\n")[0].split() == [
+        "NAME",
+        "READY",
+        "STATUS",
+        "RESTARTS",
+        "AGE",
+        "IP",
+        "NODE",
+    ]
+    for p in pods(kc, ns):
+        row = next(
+            line.split() for line in wide.splitlines() if line.startswith(p["metadata"]["name"])
+        )
+        assert p["metadata"]["name"].startswith("web-")  # web-<hash>-<5 chars>
+        assert row[1:4] == ["1/1", "Running", "0"] and row[-2:] == [
+            p["status"]["podIP"],
+            p["spec"]["nodeName"],
+        ]
+    nodes_wide = kubectl(kc, "get", "nodes", "-o", "wide")
+    assert "INTERNAL-IP" in nodes_wide and "198.18.0.11" in nodes_wide
     assert {p["spec"]["nodeName"] for p in pods(kc, ns)} == {"node1", "node2", "node3"}
     kubectl(kc, "-n", ns, "scale", "deployment", "web", "--replicas=5")
     wait_for(lambda: len(ready_ips(kc, ns)) == 5, timeout=60, what="5 Ready pods")

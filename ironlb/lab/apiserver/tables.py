@@ -181,6 +181,28 @@ def _slice_endpoints(obj: Obj) -> str:
     return text + (f" + {len(addresses) - 3} more..." if len(addresses) > 3 else "")
 
 
+def _pod_ready(obj: Obj) -> str:
+    """kubectl's READY: ready containers / containers."""
+    statuses = (obj.get("status") or {}).get("containerStatuses") or []
+    total = len((obj.get("spec") or {}).get("containers") or [])
+    return f"{sum(1 for c in statuses if c.get('ready'))}/{total}"
+
+
+def _pod_restarts(obj: Obj) -> int:
+    statuses = (obj.get("status") or {}).get("containerStatuses") or []
+    return sum(int(c.get("restartCount") or 0) for c in statuses)
+
+
+def _node_address(kind: str) -> Callable[[Obj], str]:
+    def first(obj: Obj) -> str:
+        for entry in (obj.get("status") or {}).get("addresses") or []:
+            if entry.get("type") == kind:
+                return str(entry.get("address", ""))
+        return "<none>"
+
+    return first
+
+
 NAME: Column = ("Name", "string", lambda o: (o.get("metadata") or {}).get("name"), 0)
 AGE: Column = ("Age", "string", _age, 0)
 
@@ -209,12 +231,16 @@ BUILTIN_COLUMNS: dict[tuple[str, str], list[Column]] = {
             lambda o: ((o.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion", ""),
             0,
         ),
+        ("Internal-IP", "string", _node_address("InternalIP"), 1),
     ],
     ("", "pods"): [
         NAME,
+        ("Ready", "string", _pod_ready, 0),
         ("Status", "string", lambda o: (o.get("status") or {}).get("phase"), 0),
-        ("IP", "string", lambda o: (o.get("status") or {}).get("podIP") or "<none>", 1),
+        ("Restarts", "integer", _pod_restarts, 0),
         AGE,
+        ("IP", "string", lambda o: (o.get("status") or {}).get("podIP") or "<none>", 1),
+        ("Node", "string", lambda o: (o.get("spec") or {}).get("nodeName") or "<none>", 1),
     ],
     ("", "events"): [
         ("Last Seen", "string", _event_seen, 0),
