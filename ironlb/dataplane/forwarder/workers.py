@@ -121,7 +121,11 @@ async def _worker(
     def on_message() -> None:
         try:
             message = conn.recv()
-        except (EOFError, OSError) as exc:
+        except EOFError:  # the control process closes the pipe to stop us (its stop())
+            log.info("worker: the control process closed the pipe: stopping")
+            stop.set()
+            return
+        except OSError as exc:
             log.warning("worker: the control process is gone (%r): stopping", exc)
             stop.set()
             return
