@@ -8,13 +8,14 @@ loopback benchmarks cannot show two things this one must (issue 12): a
 proxy's effect on who closes first (the client's TIME_WAIT), and kernel-mode
 NAT without tuple clashes against direct connections on 127.0.0.1.
 
-* backend1: one nginx (1 worker, ``return 200``) on ports 8001-8003 and one
-  iperf3 server on 5201.
+* backend1: one nginx (1 worker, ``return 200``) on three ports per target
+  (:data:`BACKEND_PORTS`: no target meets another's TIME_WAIT tuples there)
+  and one iperf3 server on 5201.
 * node1 (IPv4 forwarding on, in its namespace): HAProxy (``mode tcp``,
   ``nbthread 1``) on VIP 0, ``ironlb forward --workers 1`` in proxy mode on
   VIP 1, ``ironlb forward`` with ``mode: kernel`` listeners (nftables DNAT +
-  masquerade) on VIP 2; each VIP has an HTTP listener on :80 over the three
-  nginx ports and a bulk listener on :5201 to the iperf3 server. The VIPs are
+  masquerade) on VIP 2; each VIP has an HTTP listener on :80 over its target's
+  three nginx ports and a bulk listener on :5201 to the iperf3 server. The VIPs are
   bound on the node's ``lo``, as the speaker binds the VIPs its node owns (in
   kernel mode the DNAT in prerouting comes first); the client routes them via
   the node, as a LAN host does after ARP.
@@ -64,7 +65,17 @@ from tests.bench._report import Results, Sample, first_line, fmt, parse_wrk, rai
 
 REPO = Path(__file__).resolve().parents[2]
 IRONLB = str(Path(sys.executable).with_name("ironlb"))
-HTTP_PORTS = (8001, 8002, 8003)
+#: Each target has nginx ports of its own: the backend keeps TIME_WAIT for what a target
+#: closed, and a later target reaching the same backend port from the node's address with
+#: another TCP timestamp clock (a proxy's own connections, or masqueraded clients) would have
+#: its SYNs refused by PAWS (RFC 7323): one target's traffic must not slow the next.
+BACKEND_PORTS = {
+    "direct": (8001,),
+    "haproxy": (8011, 8012, 8013),
+    "proxy": (8021, 8022, 8023),
+    "kernel": (8031, 8032, 8033),
+}
+HTTP_PORTS = tuple(p for ports in BACKEND_PORTS.values() for p in ports)
 IPERF_PORT = 5201
 VIP_PORT = 80
 WINDOW_S = 5.0
@@ -282,8 +293,9 @@ def render(
         f"Produced by `{command}` on {now} (took {elapsed_s / 60:.1f} min).",
         "Machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()) + ".",
         "",
-        "Client namespace -> node namespace (the VIPs) -> backend namespace (nginx on 3"
-        " ports, iperf3), on the lab LAN. Client: `net.ipv4.tcp_tw_reuse=1` in its"
+        "Client namespace -> node namespace (the VIPs) -> backend namespace (nginx, three"
+        " ports of its own per target, iperf3), on the lab LAN. Client:"
+        " `net.ipv4.tcp_tw_reuse=1` in its"
         f" namespace. Medians of {settings['rounds']:g} interleaved round(s); wrk -t1 -c50"
         f" -d{settings['wrk_seconds']:g}s --latency (new connections: plus `-H 'Connection:"
         f" close'`); iperf3 -t{settings['iperf_seconds']:g} -P 1 and -P 4; sustained: wrk"
@@ -345,7 +357,10 @@ def render(
         "- HAProxy 2.6 `mode tcp`, `nbthread 1`, round-robin, default buffers, no logging;"
         " `ironlb forward --workers 1` (proxy mode); `ironlb forward` with `mode: kernel`"
         " listeners (nftables DNAT, `numgen inc`, masquerade toward the backend); direct is"
-        " the client straight to backend port 8001. The kernel table is loaded during the"
+        " the client straight to backend port 8001. Each target reaches nginx on ports of its"
+        " own, so the TIME_WAIT the backend keeps for one target's connections (from the"
+        " node's address, with the proxy's TCP timestamp clock) cannot refuse the next"
+        " target's SYNs (PAWS). The kernel table is loaded during the"
         " whole run, so conntrack is active for every target alike.",
         "- Proxy CPU is the proxy's own processes. Kernel mode has no process in the path:"
         " its NAT runs in softirq context, charged to whichever process or CPU happens to"
@@ -463,8 +478,11 @@ def build(bench: Bench) -> list[Target]:
             log.close()
         return proc
 
-    http_backends = [f"{be}:{p}" for p in HTTP_PORTS]
-    (tmp / "nginx.conf").write_text(nginx_backend_conf(tmp, http_backends))
+    (tmp / "nginx.conf").write_text(nginx_backend_conf(tmp, [f"{be}:{p}" for p in HTTP_PORTS]))
+
+    def backends_of(target: str) -> list[str]:
+        return [f"{be}:{p}" for p in BACKEND_PORTS[target]]
+
     start(
         backend,
         "nginx",
@@ -481,7 +499,7 @@ def build(bench: Bench) -> list[Target]:
         haproxy_tcp_conf(
             1,
             [
-                TcpFrontend("web", f"{vh}:{VIP_PORT}", http_backends),
+                TcpFrontend("web", f"{vh}:{VIP_PORT}", backends_of("haproxy")),
                 TcpFrontend("bulk", f"{vh}:{IPERF_PORT}", [f"{be}:{IPERF_PORT}"]),
             ],
         )
@@ -489,7 +507,7 @@ def build(bench: Bench) -> list[Target]:
     haproxy = start(node, "haproxy", "haproxy", "-db", "-f", str(tmp / "haproxy.cfg"))
     procs = {}
     for name, vip, mode in (("proxy", vp, "proxy"), ("kernel", vk, "kernel")):
-        listed = ", ".join(f"'{hp}'" for hp in http_backends)
+        listed = ", ".join(f"'{hp}'" for hp in backends_of(name))
         (tmp / f"{name}.yaml").write_text(
             "listeners:\n"
             f"  - {{address: {vip}, port: {VIP_PORT}, mode: {mode}, backends: [{listed}]}}\n"
@@ -524,7 +542,8 @@ def wait_ready(bench: Bench, target: Target, timeout: float = 20.0) -> None:
 
     Raises RuntimeError if its process exits, TimeoutError after ``timeout`` s.
     """
-    hostport = f"{target.http_host}:{8001 if target.name == 'direct' else VIP_PORT}"
+    direct = BACKEND_PORTS["direct"][0]
+    hostport = f"{target.http_host}:{direct if target.name == 'direct' else VIP_PORT}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if target.proc is not None and target.proc.poll() is not None:
@@ -556,7 +575,7 @@ def measure(target: Target) -> Iterator[dict[str, float]]:
 
 
 def url(target: Target) -> str:
-    port = HTTP_PORTS[0] if target.name == "direct" else VIP_PORT
+    port = BACKEND_PORTS["direct"][0] if target.name == "direct" else VIP_PORT
     return f"http://{target.http_host}:{port}/"
 
 
