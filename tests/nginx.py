@@ -8,10 +8,13 @@ with ``dpkg -x`` under ``.venv/nginx``, where nothing runs it but the tests.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from ironlb.lab.netlab import Lab, LabHost
 
 #: Under the virtualenv that runs the tests (``make`` makes it ``.venv``).
 NGINX = Path(sys.prefix) / "nginx" / "usr" / "sbin" / "nginx"
@@ -45,3 +48,24 @@ def proxy_protocol_config(prefix: Path, address: str, port: int) -> Path:
         "$proxy_protocol_server_addr $proxy_protocol_server_port $remote_addr\\n'; } } }\n"
     )
     return conf
+
+
+def start_proxy_protocol_nginx(
+    lab: Lab, host: LabHost, prefix: Path, address: str, port: int
+) -> subprocess.Popen[bytes]:
+    """The private nginx of :func:`proxy_protocol_config` in ``host``'s namespace (the
+    caller kills it). Skips the test when nginx has not been fetched."""
+    binary = nginx_binary()
+    conf = proxy_protocol_config(prefix, address, port)
+    return lab.popen(
+        host,
+        str(binary),
+        "-p",
+        str(prefix),
+        "-c",
+        str(conf),
+        "-e",
+        "stderr",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )

@@ -110,3 +110,10 @@ def run_kubectl(
         text=True,
         timeout=60,
     )
+
+
+def kubectl_ok(kubeconfig: str | Path, *args: str, stdin: str | None = None) -> str:
+    """:func:`run_kubectl` that must succeed; its stdout."""
+    res = run_kubectl(Path(kubeconfig), *args, stdin=stdin)
+    assert res.returncode == 0, (args, res.stderr)
+    return res.stdout

@@ -48,6 +48,28 @@ POD_UDP = 8053
 METRICS_PORT = 7472
 
 
+def speaker_args(node: str) -> list[str]:
+    """``speaker ...`` as the harness runs it on lab node ``node`` (short Lease and
+    drain, one worker, the LAN interface, metrics on loopback)."""
+    return [
+        "speaker",
+        "--node-name",
+        node,
+        "--namespace",
+        NS,
+        "--lease-duration",
+        "4",
+        "--drain-seconds",
+        "3",
+        "--workers",
+        "1",
+        "--interfaces",
+        "eth0",
+        "--metrics-address",
+        f"127.0.0.1:{METRICS_PORT}",
+    ]
+
+
 class Cluster:
     """Everything of one end-to-end run; :func:`cluster` builds and removes it."""
 
@@ -191,21 +213,7 @@ class Cluster:
         proc = self.lab.popen(
             node,
             IRONLB,
-            "speaker",
-            "--node-name",
-            node.name,
-            "--namespace",
-            NS,
-            "--lease-duration",
-            "4",
-            "--drain-seconds",
-            "3",
-            "--workers",
-            "1",
-            "--interfaces",
-            "eth0",
-            "--metrics-address",
-            f"127.0.0.1:{METRICS_PORT}",
+            *speaker_args(node.name),
             *extra,
             env=env,
             stdout=log,

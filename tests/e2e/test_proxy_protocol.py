@@ -6,14 +6,13 @@ a node."""
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ironlb.lab.netlab import LabHost
-from tests.nginx import nginx_binary, proxy_protocol_config
+from tests.nginx import start_proxy_protocol_nginx
 from tests.support import eventually
 
 from .cluster import Cluster
@@ -33,26 +32,13 @@ print(json.dumps({"body": conn.getresponse().read().decode(), "me": sock.getsock
 
 @pytest.fixture
 def nginx_pods(lab_cluster: Cluster, tmp_path: Path) -> Iterator[list[LabHost]]:
-    binary = nginx_binary()
     pods = lab_cluster.lab.pods[:2]
     procs = []
     try:
         for pod in pods:
             prefix = tmp_path / f"nginx-{pod.name}"
-            conf = proxy_protocol_config(prefix, str(pod.ipv4), NGINX_PORT)
             procs.append(
-                lab_cluster.lab.popen(
-                    pod,
-                    str(binary),
-                    "-p",
-                    str(prefix),
-                    "-c",
-                    str(conf),
-                    "-e",
-                    "stderr",
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+                start_proxy_protocol_nginx(lab_cluster.lab, pod, prefix, str(pod.ipv4), NGINX_PORT)
             )
         yield pods
     finally:

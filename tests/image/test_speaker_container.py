@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import METRICS_PORT, NS, POD_TCP, Cluster, cluster
+from tests.e2e.cluster import NS, POD_TCP, Cluster, cluster, speaker_args
 from tests.support import eventually
 
 from . import podman
@@ -91,24 +91,7 @@ async def test_speaker_in_the_image_owns_the_vip_and_forwards_end_to_end(
 
 
 def _speaker_argv(node: str) -> list[str]:
-    return [
-        "ironlb",
-        "speaker",
-        "--node-name",
-        node,
-        "--namespace",
-        NS,
-        "--lease-duration",
-        "4",
-        "--drain-seconds",
-        "3",
-        "--workers",
-        "1",
-        "--interfaces",
-        "eth0",
-        "--metrics-address",
-        f"127.0.0.1:{METRICS_PORT}",
-    ]
+    return ["ironlb", *speaker_args(node)]
 
 
 async def _ok(cl: Cluster, vip: str, count: int) -> bool:

@@ -13,7 +13,6 @@ import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
@@ -22,27 +21,11 @@ import pytest
 
 from ironlb.lab.labcluster import LabCluster
 from ironlb.lab.netlab.nsutil import list_netns
-from tests.support import ApiClient, api_client, eventually
+from tests.support import ApiClient, eventually
 
 pytestmark = pytest.mark.root
 
 PODS = "/api/v1/namespaces/default/pods"
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[LabCluster]:
-    the_cluster = LabCluster(tmp_path / "state", nodes=2, backoff_initial=0.2)
-    await the_cluster.start()
-    try:
-        yield the_cluster
-    finally:
-        await the_cluster.stop()
-
-
-@pytest.fixture
-async def api(cluster: LabCluster) -> AsyncIterator[ApiClient]:
-    async with api_client(cluster.url) as client:
-        yield client
 
 
 def _condition(pod: dict[str, Any], kind: str) -> str | None:

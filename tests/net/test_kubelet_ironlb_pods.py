@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 import yaml
 
 from ironlb.lab.labcluster import LabCluster
-from tests.support import ApiClient, api_client, eventually
+from tests.support import ApiClient, eventually
 
 pytestmark = pytest.mark.root
 
@@ -26,19 +25,8 @@ NS = "/api/v1/namespaces/default"
 
 
 @pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[LabCluster]:
-    the_cluster = LabCluster(tmp_path / "state", nodes=1)
-    await the_cluster.start()
-    try:
-        yield the_cluster
-    finally:
-        await the_cluster.stop()
-
-
-@pytest.fixture
-async def api(cluster: LabCluster) -> AsyncIterator[ApiClient]:
-    async with api_client(cluster.url) as client:
-        yield client
+def cluster_nodes() -> int:
+    return 1
 
 
 def _controller_pod() -> dict[str, Any]:

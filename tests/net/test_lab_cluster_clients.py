@@ -19,6 +19,7 @@ import pytest
 from ironlb.lab.helm import Helm
 from ironlb.lab.netlab.nsutil import list_netns
 from ironlb.lab.netlab.plan import random_prefix
+from tests.cluster.apiserver_helpers import kubectl_ok
 from tests.support import wait_for
 
 pytestmark = [
@@ -48,21 +49,9 @@ def cluster(tmp_path: Path) -> Iterator[tuple[str, str]]:
         assert list_netns(prefix) == []
 
 
-def kubectl(kubeconfig: str, *argv: str, stdin: str | None = None) -> str:
-    res = subprocess.run(
-        ["kubectl", "--kubeconfig", kubeconfig, *argv],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert res.returncode == 0, (argv, res.stderr)
-    return res.stdout
-
-
 def pods(kubeconfig: str, ns: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = json.loads(
-        kubectl(kubeconfig, "-n", ns, "get", "pods", "-l", "app=web", "-o", "json")
+        kubectl_ok(kubeconfig, "-n", ns, "get", "pods", "-l", "app=web", "-o", "json")
     )["items"]
     return items
 
@@ -79,7 +68,7 @@ def ready_ips(kubeconfig: str, ns: str) -> set[str]:
 
 
 def slice_ready(kubeconfig: str, ns: str) -> set[str]:
-    out = kubectl(
+    out = kubectl_ok(
         kubeconfig,
         "-n",
         ns,
@@ -124,10 +113,10 @@ def test_kubectl_drives_the_lab_cluster_and_pods_answer_through_their_slices(
 ) -> None:
     prefix, kc = cluster
     ns = "shop"
-    kubectl(kc, "create", "namespace", ns)
-    kubectl(kc, "-n", ns, "create", "deployment", "web", "--image=nginx", "--replicas=3")
+    kubectl_ok(kc, "create", "namespace", ns)
+    kubectl_ok(kc, "-n", ns, "create", "deployment", "web", "--image=nginx", "--replicas=3")
     wait_for(lambda: len(ready_ips(kc, ns)) == 3, timeout=60, what="3 Ready pods")
-    wide = kubectl(kc, "-n", ns, "get", "pods", "-o", "wide")
+    wide = kubectl_ok(kc, "-n", ns, "get", "pods", "-o", "wide")
     assert wide.split("\n")[0].split() == [
         "NAME",
         "READY",
@@ -146,14 +135,14 @@ def test_kubectl_drives_the_lab_cluster_and_pods_answer_through_their_slices(
             p["status"]["podIP"],
             p["spec"]["nodeName"],
         ]
-    nodes_wide = kubectl(kc, "get", "nodes", "-o", "wide")
+    nodes_wide = kubectl_ok(kc, "get", "nodes", "-o", "wide")
     assert "INTERNAL-IP" in nodes_wide and "198.18.0.11" in nodes_wide
     assert {p["spec"]["nodeName"] for p in pods(kc, ns)} == {"node1", "node2", "node3"}
-    kubectl(kc, "-n", ns, "scale", "deployment", "web", "--replicas=5")
+    kubectl_ok(kc, "-n", ns, "scale", "deployment", "web", "--replicas=5")
     wait_for(lambda: len(ready_ips(kc, ns)) == 5, timeout=60, what="5 Ready pods")
-    kubectl(kc, "-n", ns, "scale", "deployment", "web", "--replicas=2")
+    kubectl_ok(kc, "-n", ns, "scale", "deployment", "web", "--replicas=2")
     wait_for(lambda: len(pods(kc, ns)) == 2, timeout=60, what="scaled down to 2")
-    kubectl(
+    kubectl_ok(
         kc,
         "-n",
         ns,
@@ -172,22 +161,24 @@ def test_kubectl_drives_the_lab_cluster_and_pods_answer_through_their_slices(
     by_ip = {p["status"]["podIP"]: p["metadata"]["name"] for p in pods(kc, ns)}
     for address in slice_ready(kc, ns):
         assert ask(prefix, address, 8080).split()[0] == by_ip[address]
-    assert "web" in kubectl(kc, "-n", ns, "get", "endpointslices")
+    assert "web" in kubectl_ok(kc, "-n", ns, "get", "endpointslices")
     config = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": "settings", "namespace": ns},
         "data": {"colour": "blue"},
     }
-    kubectl(kc, "apply", "--server-side", "-f", "-", stdin=json.dumps(config))
+    kubectl_ok(kc, "apply", "--server-side", "-f", "-", stdin=json.dumps(config))
     got = json.loads(
-        kubectl(kc, "-n", ns, "get", "configmap", "settings", "-o", "json", "--show-managed-fields")
+        kubectl_ok(
+            kc, "-n", ns, "get", "configmap", "settings", "-o", "json", "--show-managed-fields"
+        )
     )
     assert got["data"] == {"colour": "blue"}
     assert [m["manager"] for m in got["metadata"]["managedFields"]] == ["kubectl"]
-    kubectl(kc, "-n", ns, "delete", "deployment", "web")
+    kubectl_ok(kc, "-n", ns, "delete", "deployment", "web")
     wait_for(lambda: pods(kc, ns) == [], timeout=60, what="the pods gone with their Deployment")
-    kubectl(kc, "delete", "namespace", ns)
+    kubectl_ok(kc, "delete", "namespace", ns)
 
 
 def test_helm_installs_upgrades_and_uninstalls_with_waits(cluster: tuple[str, str]) -> None:
@@ -196,7 +187,7 @@ def test_helm_installs_upgrades_and_uninstalls_with_waits(cluster: tuple[str, st
     with Helm(kc, namespace="default") as helm:
         first = helm.install(HELLO, "demo", {"greeting": "hi"}, wait="watcher", timeout=60)
         assert (first.revision, first.status) == (1, "deployed")
-        config = json.loads(kubectl(kc, "get", "configmap", "demo-config", "-o", "json"))
+        config = json.loads(kubectl_ok(kc, "get", "configmap", "demo-config", "-o", "json"))
         assert config["data"]["greeting"] == "hi"
         second = helm.upgrade(
             HELLO,
@@ -206,12 +197,12 @@ def test_helm_installs_upgrades_and_uninstalls_with_waits(cluster: tuple[str, st
             timeout=60,
         )
         assert (second.revision, second.status) == (2, "deployed")
-        deployment = json.loads(kubectl(kc, "get", "deployment", "demo-web", "-o", "json"))
+        deployment = json.loads(kubectl_ok(kc, "get", "deployment", "demo-web", "-o", "json"))
         assert deployment["status"]["readyReplicas"] == 2  # real, ready pods
         helm.uninstall("demo")
     wait_for(
-        lambda: "demo-web" not in kubectl(kc, "get", "deployments", "-o", "name"),
+        lambda: "demo-web" not in kubectl_ok(kc, "get", "deployments", "-o", "name"),
         timeout=30,
         what="the release's objects gone",
     )
-    assert "sh.helm.release.v1.demo" not in kubectl(kc, "get", "secrets", "-o", "name")
+    assert "sh.helm.release.v1.demo" not in kubectl_ok(kc, "get", "secrets", "-o", "name")

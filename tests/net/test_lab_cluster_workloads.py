@@ -9,36 +9,18 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ironlb.lab.labcluster import LabCluster
-from tests.support import ApiClient, api_client, eventually
+from tests.support import ApiClient, eventually
 
 pytest.importorskip("ironlb.lab.workloads")
 
 pytestmark = pytest.mark.root
 
 NS = "/api/v1/namespaces/default"
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[LabCluster]:
-    the_cluster = LabCluster(tmp_path / "state", nodes=2, backoff_initial=0.2)
-    await the_cluster.start()
-    try:
-        yield the_cluster
-    finally:
-        await the_cluster.stop()
-
-
-@pytest.fixture
-async def api(cluster: LabCluster) -> AsyncIterator[ApiClient]:
-    async with api_client(cluster.url) as client:
-        yield client
 
 
 async def _slice_ready(api: ApiClient) -> dict[str, bool]:

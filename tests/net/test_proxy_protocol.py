@@ -6,7 +6,6 @@ nginx refuses a connection that carries no header, so the header is what it read
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 from ironlb.lab.netlab import Lab, LabHost
 from tests.net.forward_helpers import start_forward
 from tests.net.l2_helpers import probe_arp, wait_for
-from tests.nginx import nginx_binary, proxy_protocol_config
+from tests.nginx import start_proxy_protocol_nginx
 
 pytestmark = pytest.mark.root
 
@@ -41,27 +40,11 @@ print(json.dumps({"status": answer.status, "body": answer.read().decode(),
 @pytest.fixture
 def nginx(lab: Lab, tmp_path: Path) -> Iterator[LabHost]:
     """nginx on the backend (IPv4 and IPv6, port 9000), requiring a PROXY header."""
-    binary = nginx_binary()
     backend = lab.backends[0]
-    procs = []
-    for family, address in (("4", str(backend.ipv4)), ("6", str(backend.ipv6))):
-        prefix = tmp_path / f"nginx{family}"
-        conf = proxy_protocol_config(prefix, address, 9000)
-        procs.append(
-            lab.popen(
-                backend,
-                str(binary),
-                "-p",
-                str(prefix),
-                "-c",
-                str(conf),
-                "-e",
-                "stderr",
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
+    procs = [
+        start_proxy_protocol_nginx(lab, backend, tmp_path / f"nginx{family}", address, 9000)
+        for family, address in (("4", str(backend.ipv4)), ("6", str(backend.ipv6)))
+    ]
     try:
         for host in (str(backend.ipv4), f"[{backend.ipv6}]"):
             wait_for(
