@@ -3,6 +3,7 @@ the store's history and watch backlog, and CRD parsing. No sockets."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import pytest
@@ -83,6 +84,29 @@ def test_apply_patch_errors() -> None:
         apply_patch(obj, "text/plain", {})
     assert media.value.code == 415
     assert apply_patch(obj, "application/merge-patch+json; charset=utf-8", {"a": 1})["a"] == 1
+
+
+def test_dynamic_cluster_ips_and_node_ports_leave_the_static_band_to_requests() -> None:
+    """KEP-3070 / KEP-3668: dynamic values come from above the static band, so values a
+    client asks for in the band stay free (the flake a module-long property run found)."""
+    allocator = ServiceAllocator()  # 10.96.0.0/12: band of 256; 30000-32767: band of 86
+    made = []
+    for _ in range(300):
+        svc: dict[str, Any] = {"spec": {"type": "NodePort", "ports": [{"port": 80}]}}
+        allocator.apply(svc)
+        made.append(svc)
+    ips = [ipaddress.ip_address(s["spec"]["clusterIP"]) for s in made]
+    assert min(ips) == ipaddress.ip_address("10.96.1.0")
+    assert min(s["spec"]["ports"][0]["nodePort"] for s in made) == 30086
+    wanted: dict[str, Any] = {
+        "spec": {
+            "type": "NodePort",
+            "clusterIP": "10.96.0.50",
+            "ports": [{"port": 1, "nodePort": 30001}],
+        }
+    }
+    allocator.apply(wanted)
+    assert wanted["spec"]["clusterIP"] == "10.96.0.50"
 
 
 def test_service_allocator_exhaustion_and_release() -> None:

@@ -4,7 +4,8 @@ Modest, documented subset of what kube-apiserver does to a Service:
 
 - ``spec.type`` defaults to ClusterIP; ``sessionAffinity`` to None;
   ``ports[].protocol`` to TCP and ``ports[].targetPort`` to ``port``.
-- Non-ExternalName Services get ``clusterIP`` (from 10.96.0.0/12 unless the
+- Non-ExternalName Services get ``clusterIP`` (from 10.96.0.0/12, dynamic ones
+  above the static band Kubernetes keeps for requested addresses, unless the
   client asked for a free address in it, or ``None`` for headless), ``clusterIPs``,
   ``ipFamilies`` ["IPv4"], ``ipFamilyPolicy`` SingleStack and
   ``internalTrafficPolicy`` Cluster. The ClusterIP is only a string: nothing
@@ -46,10 +47,20 @@ class ServiceAllocator:
         # Skip .0 (network) and the first 9 addresses (.1 is the usual `kubernetes` Service).
         self._first = int(self._network.network_address) + 10
         self._last = int(self._network.broadcast_address) - 1
-        self._next_ip = self._first
+        # Dynamic allocation starts above the static band that Kubernetes keeps for
+        # requested values (KEP-3070 for ClusterIPs: min(max(16, size/16), 256) addresses
+        # at the start of the range; KEP-3668 for NodePorts: min(max(16, size/32), 128)),
+        # so a requested address or port is not taken by an earlier dynamic one.
+        size = int(self._network.num_addresses)
+        self._next_ip = int(self._network.network_address) + min(max(16, size // 16), 256)
+        if self._next_ip > self._last:  # a range no larger than the band: no bands
+            self._next_ip = self._first
         self._ips: set[int] = set()
         self._port_range = node_ports
-        self._next_port = node_ports[0]
+        ports = node_ports[1] - node_ports[0] + 1
+        self._next_port = node_ports[0] + min(max(16, ports // 32), 128)
+        if self._next_port > node_ports[1]:
+            self._next_port = node_ports[0]
         self._ports: set[int] = set()
 
     # --- low-level allocation -------------------------------------------------
