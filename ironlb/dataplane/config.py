@@ -185,6 +185,14 @@ class _Ctx:
             return str(value)
         return repr(value)
 
+    def choice(self, node: yaml.Node, path: str, choices: Mapping[str, T], expected: str) -> T:
+        """The value ``choices`` maps the scalar ``node`` to; else an error saying
+        ``must be {expected}, got ...``."""
+        value = self.scalar(node)
+        if not isinstance(value, str) or value not in choices:
+            raise self.error(node, path, f"must be {expected}, got {self.describe(node)}")
+        return choices[value]
+
     def integer(self, node: yaml.Node, path: str, lo: int, hi: int | None = None) -> int:
         value = self.scalar(node)
         ok = node.tag == _INT_TAG and isinstance(value, int) and not isinstance(value, bool)
@@ -368,15 +376,9 @@ def _options(
 ) -> tuple[ListenerOptions, HealthCheck | None]:
     opts = base
     if "mode" in fields:
-        mnode = fields["mode"]
-        mode = ctx.scalar(mnode)
-        if not isinstance(mode, str) or mode not in MODE_NAMES:
-            raise ctx.error(
-                mnode,
-                f"{path}.mode",
-                f"must be proxy or kernel (or nftables, its older name), got {ctx.describe(mnode)}",
-            )
-        opts = replace(opts, mode=MODE_NAMES[mode])
+        expected = "proxy or kernel (or nftables, its older name)"
+        mode = ctx.choice(fields["mode"], f"{path}.mode", MODE_NAMES, expected)
+        opts = replace(opts, mode=mode)
     if "connect_timeout" in fields:
         value = ctx.number(fields["connect_timeout"], f"{path}.connect_timeout", 0, strict=True)
         opts = replace(opts, connect_timeout=value)
@@ -410,15 +412,10 @@ def _options(
         timeout = _affinity(ctx, fields["session_affinity"], f"{path}.session_affinity")
         opts = replace(opts, affinity_timeout=timeout)
     if "proxy_protocol" in fields:
-        pnode = fields["proxy_protocol"]
-        version = ctx.scalar(pnode)
-        if not isinstance(version, str) or version not in _PROXY_VERSIONS:
-            raise ctx.error(
-                pnode,
-                f"{path}.proxy_protocol",
-                f"must be v1, v2 or none, got {ctx.describe(pnode)}",
-            )
-        opts = replace(opts, proxy_protocol=_PROXY_VERSIONS[version])
+        version = ctx.choice(
+            fields["proxy_protocol"], f"{path}.proxy_protocol", _PROXY_VERSIONS, "v1, v2 or none"
+        )
+        opts = replace(opts, proxy_protocol=version)
     if "health_check" in fields:
         health = _health(ctx, fields["health_check"], f"{path}.health_check")
     return opts, health
